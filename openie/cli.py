@@ -1,0 +1,148 @@
+"""The ``openie`` command line: data, evaluation, models, engines and adapters."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from openie.errors import OpenIEError
+from openie.records import Record
+
+app = typer.Typer(help="openie: LLM-based information extraction for researchers.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Corpora: list, statistics, conversion.", no_args_is_help=True)
+models_app = typer.Typer(help="Embedded default models.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def load_records_arg(source: str, data_root: str | None = None, fmt: str = "auto") -> list[Record]:
+    """``NAME:SPLIT`` of a registered dataset, or a path to a JSONL / CoNLL / CoNLL04 file."""
+    from openie.datasets import list_datasets, load_dataset
+    from openie.readers import read_records
+
+    name, _, split = source.partition(":")
+    if split and name in list_datasets() and not Path(source).exists():
+        return load_dataset(name, split, data_root=data_root)
+    return read_records(source, format=fmt)
+
+
+@data_app.command("list")
+def data_list(data_root: Annotated[str | None, typer.Option(help="Corpora folder (default: $OPENIE_DATA or ../shared/data).")] = None) -> None:
+    """Registered datasets with their splits and labels."""
+    from openie.datasets import DataRootNotFoundError, get_dataset, list_datasets, split_path
+    from openie.datasets import data_root as find_root
+
+    def available(name: str, split: str) -> bool:
+        try:
+            return split_path(name, split, data_root=data_root).is_file()
+        except DataRootNotFoundError:
+            return False
+
+    try:
+        root: Path | None = find_root(data_root)
+    except DataRootNotFoundError:
+        root = None
+    typer.echo(f"{'name':<22} {'task':<7} {'lang':<5} {'splits':<22} labels")
+    for name in list_datasets():
+        spec = get_dataset(name)
+        splits = ",".join(s + ("" if available(name, s) else "(missing)") for s in spec.splits)
+        typer.echo(f"{name:<22} {spec.task:<7} {spec.lang:<5} {splits:<22} {', '.join(spec.labels)}")
+    typer.echo(f"data root: {root if root else 'not found (set $OPENIE_DATA)'}")
+
+
+@data_app.command("stats")
+def data_stats(name: str, split: Annotated[list[str] | None, typer.Option(help="Split(s); default: all.")] = None,
+               data_root: Annotated[str | None, typer.Option()] = None) -> None:
+    """Sentence, token and per-type entity counts of a dataset's splits (or of a file)."""
+    from openie.datasets import dataset_stats, get_dataset, list_datasets, load_dataset
+
+    try:
+        if name in list_datasets():
+            spec = get_dataset(name)
+            typer.echo(f"{name}: {spec.description}")
+            for s in split or list(spec.splits):
+                typer.echo(f"\n[{s}]\n{dataset_stats(load_dataset(name, s, data_root=data_root))}")
+        else:
+            typer.echo(str(dataset_stats(load_records_arg(name, data_root))))
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+
+
+@data_app.command("convert")
+def data_convert(source: Annotated[str, typer.Argument(help="NAME:SPLIT or an input file.")],
+                 output: Annotated[Path, typer.Argument(help="Output file (.jsonl or .conll).")],
+                 input_format: Annotated[str, typer.Option("--from", help="auto, conll, conll04, jsonl")] = "auto",
+                 output_format: Annotated[str, typer.Option("--to", help="auto (by extension), jsonl, conll")] = "auto",
+                 scheme: Annotated[str, typer.Option(help="Tag scheme when writing CoNLL: bio, iob1, bilou.")] = "bio",
+                 data_root: Annotated[str | None, typer.Option()] = None) -> None:
+    """Convert between CoNLL columns, CoNLL04 JSON and unified JSONL records."""
+    from openie.readers import write_conll
+    from openie.records import write_jsonl
+
+    try:
+        records = load_records_arg(source, data_root, input_format)
+        fmt = output_format if output_format != "auto" else ("conll" if output.suffix in (".conll", ".txt", ".bio") else "jsonl")
+        n = write_conll(records, output, scheme=scheme) if fmt == "conll" else write_jsonl(records, output)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"wrote {n} records to {output} ({fmt})")
+
+
+@app.command("eval")
+def evaluate_cmd(gold: Annotated[str, typer.Option(help="NAME:SPLIT or a gold file.")],
+                 pred: Annotated[str, typer.Option(help="Predicted records (JSONL).")],
+                 data_root: Annotated[str | None, typer.Option()] = None,
+                 json_out: Annotated[Path | None, typer.Option("--json", help="Also write the scores as JSON.")] = None) -> None:
+    """Score predictions against gold: strict / boundary / partial span F1, relations, events."""
+    from openie.metrics import evaluate
+
+    try:
+        gold_records = load_records_arg(gold, data_root)
+        pred_records = load_records_arg(pred, data_root, "jsonl")
+        report = evaluate(gold_records, pred_records)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(str(report))
+    if json_out is not None:
+        json_out.write_text(json.dumps({"gold": gold, "pred": pred, "scores": report.to_dict()}, indent=2))
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Embedded default models (installed from PyPI, loaded offline)."""
+    from openie.models import list_default_models
+
+    for name, desc in list_default_models().items():
+        typer.echo(f"{name:<24} {desc}")
+
+
+@models_app.command("prepare")
+def models_prepare(names: Annotated[list[str] | None, typer.Argument(help="Default: all embedded models.")] = None) -> None:
+    """Convert the packaged GGUF models into HF checkpoints once (cached under $OPENIE_HOME)."""
+    from openie.models import list_default_models, resolve_model
+
+    for name in names or list(list_default_models()):
+        try:
+            typer.echo(f"{name}: {resolve_model(name)}")
+        except (OpenIEError, OSError, ValueError) as err:
+            _fail(err)
+
+
+def main() -> None:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

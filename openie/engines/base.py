@@ -1,0 +1,136 @@
+"""The engine contract: batched generation and log-likelihood scoring over one base LLM.
+
+Every backend (transformers + peft, vLLM offline, vLLM server) takes the same requests and
+returns the same results, so a method or experiment switches backend by configuration only.
+A request names its LoRA adapter; ``None`` means the bare base model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from openie.errors import OpenIEError
+
+
+class EngineError(OpenIEError, RuntimeError):
+    """A backend could not serve a request (it names the request field or the backend fault)."""
+
+
+class UnsupportedRequestError(EngineError, ValueError):
+    """A request asks for something this backend cannot honour."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One completion. Exactly one of ``prompt`` and ``messages`` is set.
+
+    ``template`` names the prompt template and version that produced the prompt (the prompt
+    layer fills it); it changes no output but keys the cache, so editing a template invalidates it.
+    """
+
+    prompt: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
+    adapter: str | None = None
+    json_schema: dict[str, Any] | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("a GenerationRequest needs exactly one of prompt and messages")
+        if self.messages is not None:
+            object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
+            for i, m in enumerate(self.messages):
+                if set(m) != {"role", "content"}:
+                    raise ValueError(f"messages[{i}] must have exactly 'role' and 'content', got {sorted(m)}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["messages"] = list(self.messages) if self.messages is not None else None
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    finish_reason: str  # "stop" (end token or stop string) | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool = field(default=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("cached")
+        return d
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Log-likelihood of ``continuation`` given ``context`` (the continuation's tokens only)."""
+
+    context: str
+    continuation: str
+    adapter: str | None = None
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.continuation:
+            raise ValueError("a ScoreRequest needs a non-empty continuation")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Score:
+    logprob: float       # summed over the continuation's tokens
+    mean_logprob: float  # per token
+    n_tokens: int
+    cached: bool = field(default=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"logprob": self.logprob, "mean_logprob": self.mean_logprob, "n_tokens": self.n_tokens}
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every backend provides. ``model_id`` identifies the base weights (it keys caches)."""
+
+    model_id: str
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
+
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]: ...
+
+    def adapter_fingerprint(self, name: str | None) -> str:
+        """Content hash of an adapter's weights ('' for the base): keys caches across retraining."""
+        ...
+
+
+def request_key(engine: Engine, kind: str, request: GenerationRequest | ScoreRequest) -> str:
+    """Stable cache key over everything that can change an output."""
+    payload = {
+        "kind": kind,
+        "model": engine.model_id,
+        "adapter_fingerprint": engine.adapter_fingerprint(request.adapter),
+        "request": request.to_dict(),
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()

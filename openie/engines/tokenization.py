@@ -1,0 +1,45 @@
+"""Text -> token ids shared by every backend, so all of them score and prompt the same tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openie.engines.base import GenerationRequest
+
+
+def render_prompt(tokenizer: Any, request: GenerationRequest) -> str:
+    """The prompt text of a request: chat messages go through the tokenizer's chat template."""
+    if request.prompt is not None:
+        return request.prompt
+    if not getattr(tokenizer, "chat_template", None):
+        from openie.engines.base import UnsupportedRequestError
+
+        raise UnsupportedRequestError("request has chat messages but the model's tokenizer has no chat template")
+    return tokenizer.apply_chat_template(list(request.messages or ()), tokenize=False, add_generation_prompt=True)
+
+
+def prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a prompt, with the model's own special tokens (e.g. BOS) added once.
+
+    A chat template usually writes BOS itself; it is not added a second time.
+    """
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
+        ids = ids[1:]
+    return list(ids)
+
+
+def split_pair_ids(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Ids of ``context`` and of ``continuation`` as the model would read them joined.
+
+    The pair is encoded whole and split where the context's own encoding ends (tokens can
+    merge across the seam); when the seam falls inside a token, the continuation is encoded
+    on its own instead, so its tokens are always exactly the scored ones.
+    """
+    ctx = prompt_ids(tokenizer, context)
+    whole = prompt_ids(tokenizer, context + continuation)
+    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+        return ctx, whole[len(ctx):]
+    cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    return ctx, list(cont)

@@ -1,0 +1,1 @@
+"""openie prompts: filled in by later issues."""

@@ -1,0 +1,1 @@
+"""openie retrievers: filled in by later issues."""

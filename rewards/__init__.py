@@ -1,0 +1,1 @@
+"""openie rewards: filled in by later issues."""
