@@ -51,12 +51,16 @@ def _occurrences(haystack: str, needle: str) -> list[int]:
     return out
 
 
+def _overlaps(start: int, end: int, taken: set[tuple[int, int]]) -> bool:
+    return any(start < e and s < end for s, e in taken)
+
+
 def _pick(text: str, starts: list[int], length: int, taken: set[tuple[int, int]], whole_word: bool) -> int | None:
-    """The first occurrence not in ``taken`` (only whole-word ones when ``whole_word``)."""
-    for s in starts:
-        if (s, s + length) not in taken and (not whole_word or _is_boundary(text, s, s + length)):
-            return s
-    return None
+    """The first occurrence not in ``taken`` (only whole-word ones when ``whole_word``), preferring
+    occurrences that overlap no taken span: "Paris" next to a grounded "Paris Hilton" is the other one."""
+    free = [s for s in starts if (s, s + length) not in taken and (not whole_word or _is_boundary(text, s, s + length))]
+    free.sort(key=lambda s: (_overlaps(s, s + length, taken), s))
+    return free[0] if free else None
 
 
 def ground(text: str, span: str, *, taken: Iterable[tuple[int, int]] = (), fuzzy_threshold: float = 0.8) -> Alignment:
@@ -95,7 +99,7 @@ def _ground_free(text: str, span: str, query: str, taken: set[tuple[int, int]], 
         for i in range(len(words) - len(qwords) + 1 if qwords else 0):
             if lowered[i:i + len(qwords)] == qwords:
                 s, e = words[i].start(), words[i + len(qwords) - 1].end()
-                if (s, e) not in taken:
+                if (s, e) not in taken and not _overlaps(s, e, taken):
                     return Alignment(span, s, e, AlignmentStatus.FUZZY, 1.0, "whitespace")
     return _fuzzy(text, span, query, list(_WORD.finditer(text)), taken, fuzzy_threshold)
 
@@ -120,12 +124,16 @@ def _fuzzy(text: str, span: str, query: str, words: Sequence[re.Match[str]], tak
 
 
 def ground_all(text: str, spans: Sequence[str], *, fuzzy_threshold: float = 0.8) -> list[Alignment]:
-    """Ground several spans of one output in order, giving repeated mentions distinct occurrences."""
+    """Ground several spans of one output, giving repeated mentions distinct occurrences.
+
+    Longer spans are placed first, so a short span avoids the words a longer one already holds;
+    identical spans take their occurrences in text order. Results come back in input order.
+    """
     taken: set[tuple[int, int]] = set()
-    out = []
-    for span in spans:
-        a = ground(text, span, taken=taken, fuzzy_threshold=fuzzy_threshold)
+    out: list[Alignment | None] = [None] * len(spans)
+    for i in sorted(range(len(spans)), key=lambda i: -len(spans[i].strip())):
+        a = ground(text, spans[i], taken=taken, fuzzy_threshold=fuzzy_threshold)
         if a.found:
             taken.add((a.start, a.end))  # type: ignore[arg-type]
-        out.append(a)
-    return out
+        out[i] = a
+    return out  # type: ignore[return-value]

@@ -34,3 +34,9 @@ def test_repeated_mentions_take_distinct_occurrences_then_reuse():
 def test_threshold_controls_fuzzy():
     assert not ground("the cat sat", "the dog sat", fuzzy_threshold=0.95).found
     assert ground("the cat sat", "the dog sat", fuzzy_threshold=0.5).found
+
+
+def test_short_span_avoids_words_held_by_a_longer_one():
+    text = "Paris Hilton flew to Paris ."
+    got = ground_all(text, ["Paris", "Paris Hilton"])
+    assert [(a.start, a.end) for a in got] == [(21, 26), (0, 12)]

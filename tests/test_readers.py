@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from openie.datasets import get_dataset, list_datasets
+from openie.datasets import get_dataset, list_datasets, split_path
 from openie.errors import DataFormatError
 from openie.readers import (
     ReadReport,
@@ -57,7 +57,7 @@ def test_conll2003_counts(shared_data):
 @pytest.mark.parametrize("name, split", CONLL_SPLITS)
 def test_conll_write_read_reproduces_tokens_and_tags(shared_data, tmp_path, name, split):
     spec = get_dataset(name)
-    source = shared_data / spec.splits[split]
+    source = split_path(name, split, data_root=shared_data)
     records = read_conll(source, scheme=spec.scheme, id_prefix=name, lang=spec.lang)
     for record in records:
         assert not record.check_offsets()

@@ -1,0 +1,56 @@
+"""Test session set-up: offline hub, one torch thread, shared data root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared corpora folder; tests that need it skip where it is absent (a user's machine)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared corpora not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_one_thread():
+    """Tiny-model tests run far faster on one thread on 2 busy cores; core tests need no torch at all."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_path(tmp_path_factory) -> Path:
+    """A tiny random Qwen2 causal LM with a byte-level BPE tokenizer and a ChatML template, built once."""
+    pytest.importorskip("torch")
+    from openie.testing import build_tiny_decoder
+
+    return build_tiny_decoder(tmp_path_factory.mktemp("tiny-decoder") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_path(tmp_path_factory) -> Path:
+    """A tiny random uncased BERT (WordPiece) with sentence-transformers files, built once."""
+    pytest.importorskip("torch")
+    from openie.testing import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model")
