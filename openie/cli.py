@@ -19,6 +19,8 @@ data_app = typer.Typer(help="Corpora: list, statistics, conversion.", no_args_is
 models_app = typer.Typer(help="Embedded default models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+prompt_app = typer.Typer(help="Prompt templates: list and preview.", no_args_is_help=True)
+app.add_typer(prompt_app, name="prompt")
 
 
 def _fail(err: Exception) -> None:
@@ -115,7 +117,7 @@ def evaluate_cmd(gold: Annotated[str, typer.Option(help="NAME:SPLIT or a gold fi
         _fail(err)
     typer.echo(str(report))
     if json_out is not None:
-        json_out.write_text(json.dumps({"gold": gold, "pred": pred, "scores": report.to_dict()}, indent=2))
+        json_out.write_text(json.dumps({"gold": gold, "pred": pred, **report.to_dict()}, indent=2))
 
 
 @models_app.command("list")
@@ -137,6 +139,52 @@ def models_prepare(names: Annotated[list[str] | None, typer.Argument(help="Defau
             typer.echo(f"{name}: {resolve_model(name)}")
         except (OpenIEError, OSError, ValueError) as err:
             _fail(err)
+
+
+@prompt_app.command("list")
+def prompt_list(template_dir: Annotated[list[Path] | None, typer.Option(help="Extra template directories.")] = None) -> None:
+    """Templates by name, with their format, task and version hash."""
+    from prompts.registry import TemplateRegistry
+
+    reg = TemplateRegistry(template_dir or [])
+    for name in reg.names():
+        t = reg.get(name)
+        typer.echo(f"{name:<24} format={t.format:<9} task={t.task:<4} {t.version}  {t.path}")
+
+
+@prompt_app.command("render")
+def prompt_render(template: Annotated[str, typer.Option(help="Template name, e.g. ner.ruie.v1.")],
+                  data: Annotated[str, typer.Option(help="NAME:SPLIT or a records file.")],
+                  index: Annotated[int, typer.Option(help="Which record to render.")] = 0,
+                  demos: Annotated[int, typer.Option(help="Use the next N records of the same data as demonstrations.")] = 0,
+                  schema_file: Annotated[Path | None, typer.Option("--schema", help="Schema file (default: the dataset's).")] = None,
+                  template_dir: Annotated[list[Path] | None, typer.Option()] = None,
+                  data_root: Annotated[str | None, typer.Option()] = None) -> None:
+    """Print the prompt(s) a template makes for one record, and the gold target."""
+    from openie.datasets import dataset_schema, list_datasets
+    from openie.schema import Schema
+    from prompts.builder import PromptBuilder
+    from prompts.registry import TemplateRegistry
+
+    try:
+        records = load_records_arg(data, data_root)
+        if not 0 <= index < len(records):
+            raise ValueError(f"--index {index} is out of range: {data} has {len(records)} records")
+        name = data.partition(":")[0]
+        if schema_file is not None:
+            schema = Schema.load(schema_file)
+        elif name in list_datasets():
+            schema = dataset_schema(name)
+        else:
+            schema = Schema.from_labels(sorted({e.label for r in records for e in r.entities}))
+        builder = PromptBuilder(template, schema, registry=TemplateRegistry(template_dir or []))
+        record = records[index]
+        shots = records[index + 1: index + 1 + demos]
+        for p in builder.build(record, shots):
+            typer.echo(p.text)
+            typer.secho(f"--- gold target:{builder.target(record, p)}   [{p.template}]\n", fg=typer.colors.GREEN)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
 
 
 def main() -> None:

@@ -55,39 +55,46 @@ def _overlaps(start: int, end: int, taken: set[tuple[int, int]]) -> bool:
     return any(start < e and s < end for s, e in taken)
 
 
-def _pick(text: str, starts: list[int], length: int, taken: set[tuple[int, int]], whole_word: bool) -> int | None:
+def _pick(text: str, starts: list[int], length: int, taken: set[tuple[int, int]], whole_word: bool,
+          after: int = 0) -> int | None:
     """The first occurrence not in ``taken`` (only whole-word ones when ``whole_word``), preferring
-    occurrences that overlap no taken span: "Paris" next to a grounded "Paris Hilton" is the other one."""
+    occurrences that overlap no taken span ("Paris" beside a grounded "Paris Hilton" is the other
+    one), then occurrences at or after ``after`` (outputs usually follow the text's order)."""
     free = [s for s in starts if (s, s + length) not in taken and (not whole_word or _is_boundary(text, s, s + length))]
-    free.sort(key=lambda s: (_overlaps(s, s + length, taken), s))
+    free.sort(key=lambda s: (_overlaps(s, s + length, taken), s < after, s))
     return free[0] if free else None
 
 
-def ground(text: str, span: str, *, taken: Iterable[tuple[int, int]] = (), fuzzy_threshold: float = 0.8) -> Alignment:
+def ground(text: str, span: str, *, taken: Iterable[tuple[int, int]] = (), after: int = 0,
+           fuzzy_threshold: float = 0.8) -> Alignment:
     """Locate ``span`` in ``text``: exact, then case-insensitive, then whitespace-insensitive, then fuzzy.
 
     ``taken`` holds offsets already given to earlier mentions, so a span the model lists twice
-    is tied to two different occurrences when the text has them.
+    is tied to two different occurrences when the text has them; ``after`` is where the previous
+    mention of the output stood, a tie-breaker between occurrences.
     """
     query = span.strip()
     if not query:
         return Alignment(span, None, None, AlignmentStatus.NOT_FOUND, 0.0, "none")
     taken = set(taken)
-    found = _ground_free(text, span, query, taken, fuzzy_threshold)
-    if not found.found and taken:  # every occurrence is used: a repeated mention of the same one
-        found = _ground_free(text, span, query, set(), fuzzy_threshold)
+    found = _ground_free(text, span, query, taken, after)
+    if found is None and taken:  # every occurrence is used: a repeated mention of the same one
+        found = _ground_free(text, span, query, set(), after)
+    if found is None:
+        found = _fuzzy(text, span, query, list(_WORD.finditer(text)), taken, fuzzy_threshold)
     return found
 
 
-def _ground_free(text: str, span: str, query: str, taken: set[tuple[int, int]], fuzzy_threshold: float) -> Alignment:
+def _ground_free(text: str, span: str, query: str, taken: set[tuple[int, int]], after: int) -> Alignment | None:
+    """Exact, case-insensitive or whitespace-insensitive occurrences outside ``taken``."""
     exact = _occurrences(text, query)
     # casefold can change lengths (ß -> ss); offsets are then unreliable, so skip that stage
     folded = _occurrences(text.casefold(), query.casefold()) if len(text.casefold()) == len(text) else []
     for whole_word in (True, False):  # a whole word of any case beats a piece of a longer word
-        start = _pick(text, exact, len(query), taken, whole_word)
+        start = _pick(text, exact, len(query), taken, whole_word, after)
         if start is not None:
             return Alignment(span, start, start + len(query), AlignmentStatus.EXACT, 1.0, "exact")
-        start = _pick(text, folded, len(query), taken, whole_word)
+        start = _pick(text, folded, len(query), taken, whole_word, after)
         if start is not None:
             return Alignment(span, start, start + len(query), AlignmentStatus.FUZZY, 1.0, "casefold")
         if not whole_word:
@@ -101,7 +108,7 @@ def _ground_free(text: str, span: str, query: str, taken: set[tuple[int, int]], 
                 s, e = words[i].start(), words[i + len(qwords) - 1].end()
                 if (s, e) not in taken and not _overlaps(s, e, taken):
                     return Alignment(span, s, e, AlignmentStatus.FUZZY, 1.0, "whitespace")
-    return _fuzzy(text, span, query, list(_WORD.finditer(text)), taken, fuzzy_threshold)
+    return None
 
 
 def _fuzzy(text: str, span: str, query: str, words: Sequence[re.Match[str]], taken: set[tuple[int, int]],
@@ -123,17 +130,24 @@ def _fuzzy(text: str, span: str, query: str, words: Sequence[re.Match[str]], tak
     return Alignment(span, None, None, AlignmentStatus.NOT_FOUND, round(best[0], 4) if best else 0.0, "none")
 
 
-def ground_all(text: str, spans: Sequence[str], *, fuzzy_threshold: float = 0.8) -> list[Alignment]:
-    """Ground several spans of one output, giving repeated mentions distinct occurrences.
+def ground_all(text: str, spans: Sequence[str], *, groups: Sequence[int] | None = None,
+               fuzzy_threshold: float = 0.8) -> list[Alignment]:
+    """Ground the spans of one output in their order, giving repeated mentions distinct occurrences.
 
-    Longer spans are placed first, so a short span avoids the words a longer one already holds;
-    identical spans take their occurrences in text order. Results come back in input order.
+    Each span prefers words no earlier span holds, then occurrences after the previous span's
+    (model outputs, like gold linearizations, mostly follow the text's order). ``groups`` marks
+    spans from separate outputs of one record (e.g. one question per type): the order restarts
+    with each group, the words held carry over.
     """
     taken: set[tuple[int, int]] = set()
-    out: list[Alignment | None] = [None] * len(spans)
-    for i in sorted(range(len(spans)), key=lambda i: -len(spans[i].strip())):
-        a = ground(text, spans[i], taken=taken, fuzzy_threshold=fuzzy_threshold)
+    out = []
+    after = 0
+    for i, span in enumerate(spans):
+        if groups is not None and i and groups[i] != groups[i - 1]:
+            after = 0
+        a = ground(text, span, taken=taken, after=after, fuzzy_threshold=fuzzy_threshold)
         if a.found:
             taken.add((a.start, a.end))  # type: ignore[arg-type]
-        out[i] = a
-    return out  # type: ignore[return-value]
+            after = a.start  # type: ignore[assignment]
+        out.append(a)
+    return out

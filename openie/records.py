@@ -152,6 +152,11 @@ class Record:
                 problems.append(f"{kind} [{s}:{e}] is {self.text[s:e]!r} in the text but {t!r} in the annotation")
         return problems
 
+    def _repr_html_(self) -> str:  # Jupyter
+        from openie.display import record_html
+
+        return record_html(self)
+
     def without_annotations(self) -> Record:
         """The same input with no gold annotations: what a model may see."""
         return replace(self, entities=[], relations=[], events=[], meta=dict(self.meta))

@@ -180,12 +180,13 @@ class Schema:
         return self.label_map.get(raw, raw)
 
     # structured output ----------------------------------------------------------------------
-    def json_schema(self) -> dict[str, Any]:
+    def json_schema(self, parts: Iterable[str] | None = None) -> dict[str, Any]:
         """JSON Schema of a valid extraction output, for constrained decoding and validation.
 
         Output shape: ``{"entities": [{"text", "type"}], "relations": [{"head", "head_type",
         "type", "tail", "tail_type"}], "events": [{"trigger", "type", "arguments": [{"role",
-        "text"}]}]}``, with only the keys the schema has types for.
+        "text"}]}]}``, with the keys the schema has types for, or only ``parts`` of them
+        (an NER prompt over a schema that also has relations asks for ``["entities"]``).
         """
         span_text = {"type": "string", "minLength": 1}
         props: dict[str, Any] = {}
@@ -212,16 +213,22 @@ class Schema:
                                                   "text": span_text},
                                    "required": ["role", "text"], "additionalProperties": False}}},
                 "required": ["trigger", "type"], "additionalProperties": False}}
+        if parts is not None:
+            wanted = list(parts)
+            unknown = [p for p in wanted if p not in ("entities", "relations", "events")]
+            if unknown:
+                raise SchemaError(f"unknown output part(s) {unknown}; parts are entities, relations, events")
+            props = {k: v for k, v in props.items() if k in wanted}
         return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
-    def validation_errors(self, output: Any) -> list[str]:
+    def validation_errors(self, output: Any, parts: Iterable[str] | None = None) -> list[str]:
         """Every way ``output`` violates the JSON Schema, as readable ``path: message`` lines."""
-        validator = jsonschema.Draft202012Validator(self.json_schema())
+        validator = jsonschema.Draft202012Validator(self.json_schema(parts))
         errors = sorted(validator.iter_errors(output), key=lambda e: list(e.absolute_path))
         return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors]
 
-    def validate(self, output: Any) -> None:
+    def validate(self, output: Any, parts: Iterable[str] | None = None) -> None:
         """Raise ``SchemaError`` listing the problems when ``output`` is not a valid extraction."""
-        errors = self.validation_errors(output)
+        errors = self.validation_errors(output, parts)
         if errors:
             raise SchemaError("output does not match the schema: " + "; ".join(errors))

@@ -38,5 +38,13 @@ def test_threshold_controls_fuzzy():
 
 def test_short_span_avoids_words_held_by_a_longer_one():
     text = "Paris Hilton flew to Paris ."
-    got = ground_all(text, ["Paris", "Paris Hilton"])
-    assert [(a.start, a.end) for a in got] == [(21, 26), (0, 12)]
+    got = ground_all(text, ["Paris Hilton", "Paris"])
+    assert [(a.start, a.end) for a in got] == [(0, 12), (21, 26)]
+
+
+def test_occurrences_follow_output_order_and_groups_restart_it():
+    text = "Georgia said Abkhazia and Georgia agreed ."
+    # the output lists Abkhazia, then Georgia: the Georgia after Abkhazia is meant
+    assert [a.start for a in ground_all(text, ["Abkhazia", "Georgia"])] == [13, 26]
+    # a new group (another question) starts again from the beginning of the text
+    assert [a.start for a in ground_all(text, ["Abkhazia", "Georgia"], groups=[0, 1])] == [13, 0]

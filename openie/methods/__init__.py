@@ -1,0 +1,1 @@
+"""Methods: the published pipelines, composed from engines, prompts, retrievers, rewards and tools."""

@@ -1,0 +1,127 @@
+"""In-context extraction: prompt a (LoRA-adapted) LLM zero- or few-shot and read grounded annotations.
+
+The simplest method and the building block of the others: records -> prompts (with
+demonstrations) -> batched engine calls -> parsed, grounded predictions. Texts longer than the
+engine's context allows are cut into overlapping chunks and merged back with global offsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from openie.chunking import chunk_record, merge_chunks
+from openie.engines.base import Engine, GenerationRequest
+from openie.records import Record
+from prompts.builder import Prompt, PromptBuilder
+
+Demonstrations = Callable[[Record], Sequence[Record]]
+
+
+@dataclass
+class ExtractionStats:
+    records: int = 0
+    prompts: int = 0
+    chunked_records: int = 0
+    entities: int = 0
+    relations: int = 0
+    parse_problems: int = 0
+    not_found: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, pred: Record) -> None:
+        self.records += 1
+        self.entities += len(pred.entities)
+        self.relations += len(pred.relations)
+        self.parse_problems += len(pred.meta.get("parse_problems", []))
+        self.not_found += pred.meta.get("alignment", {}).get("not_found", 0)
+
+
+@dataclass
+class InContextExtractor:
+    """Zero-shot (no ``demonstrations``) or few-shot extraction with any engine, adapter and template.
+
+    ``constrained`` sends the format's JSON Schema for constrained decoding (JSON and question
+    formats). ``max_words_per_chunk`` defaults to what fits the engine's context window next to
+    the prompt's own text and the answer.
+    """
+
+    engine: Engine
+    builder: PromptBuilder
+    demonstrations: Demonstrations | None = None
+    adapter: str | None = None
+    max_tokens: int = 128
+    batch_size: int = 32
+    constrained: bool = True
+    max_words_per_chunk: int | None = None
+    chunk_overlap_words: int = 32
+    show_progress: bool = True
+    stats: ExtractionStats = field(default_factory=ExtractionStats)
+
+    def _chunk_words(self) -> int:
+        if self.max_words_per_chunk is not None:
+            return self.max_words_per_chunk
+        context = getattr(self.engine, "max_model_len", None) or 2048
+        overhead = len(self.builder.render(Record("budget", "")).split()) * 2  # tokens per word ~ 1.3-2
+        return max(32, int((context - self.max_tokens - overhead) / 2))
+
+    def _units(self, record: Record) -> list[tuple[Record, Any]]:
+        """(record to prompt, chunk or None): long records become several chunk records."""
+        limit = self._chunk_words()
+        if len(record.text.split()) <= limit:
+            return [(record, None)]
+        self.stats.chunked_records += 1
+        return [(sub, chunk) for chunk, sub in chunk_record(record, limit, min(self.chunk_overlap_words, limit // 4))]
+
+    def _requests(self, prompts: Sequence[Prompt]) -> list[GenerationRequest]:
+        return [GenerationRequest(adapter=self.adapter, max_tokens=self.max_tokens,
+                                  **p.request_fields(constrained=self.constrained)) for p in prompts]
+
+    def extract(self, records: Iterable[Record], total: int | None = None) -> Iterator[Record]:
+        """Predictions in input order, produced batch by batch (stream them to disk as they come)."""
+        records = iter(records)
+        bar = tqdm(total=total, desc="extract", unit="rec", disable=not self.show_progress)
+        while True:
+            batch = [r for _, r in zip(range(self.batch_size), records, strict=False)]
+            if not batch:
+                break
+            yield from self.extract_batch(batch)
+            bar.update(len(batch))
+            bar.set_postfix(prompts=self.stats.prompts, problems=self.stats.parse_problems)
+        bar.close()
+
+    def extract_batch(self, batch: Sequence[Record]) -> list[Record]:
+        work: list[tuple[int, Record, Any, list[Prompt]]] = []
+        for i, record in enumerate(batch):
+            for unit, chunk in self._units(record):
+                demos = self.demonstrations(record) if self.demonstrations else ()
+                work.append((i, unit, chunk, self.builder.build(unit, demos)))
+        prompts = [p for *_, ps in work for p in ps]
+        generations = self.engine.generate(self._requests(prompts)) if prompts else []
+        self.stats.prompts += len(prompts)
+        self.stats.prompt_tokens += sum(g.prompt_tokens for g in generations)
+        self.stats.completion_tokens += sum(g.completion_tokens for g in generations)
+        texts = iter(g.text for g in generations)
+        per_record: dict[int, list[tuple[Any, Record]]] = {}
+        for i, unit, chunk, ps in work:
+            pred = self.builder.parse_record(unit, ps, [next(texts) for _ in ps])
+            per_record.setdefault(i, []).append((chunk, pred))
+        out = []
+        for i, record in enumerate(batch):
+            parts = per_record[i]
+            if parts[0][0] is None:
+                pred = parts[0][1]
+            else:
+                pred = merge_chunks(record.without_annotations(), [c for c, _ in parts], [p for _, p in parts])
+                pred.meta["parse_problems"] = [q for _, p in parts for q in p.meta["parse_problems"]]
+                pred.meta["alignment"] = {k: sum(p.meta["alignment"][k] for _, p in parts)
+                                          for k in ("exact", "fuzzy", "not_found")}
+                pred.meta["chunks"] = len(parts)
+            pred.meta["template"] = self.builder.version
+            self.stats.add(pred)
+            out.append(pred)
+        return out

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import re
+
+from openie.engines.scripted import ScriptedEngine
+from openie.records import Entity, Record
+from openie.schema import Schema
+from openie.methods.icl import InContextExtractor
+from prompts import PromptBuilder
+
+SCHEMA = Schema.from_labels(["person", "location"])
+
+
+def _answer_names(request) -> str:
+    """A scripted 'model' that tags every capitalised word after the query's Input line."""
+    query = request.prompt.rsplit('Input: "', 1)[1].rsplit('"', 1)[0]
+    names = [w for w in query.split() if w[:1].isupper()]
+    return "; ".join(f"person: {n}" for n in names) or "None"
+
+
+def test_zero_and_few_shot_extraction_grounds_predictions():
+    records = [Record("a", "Ada met Charles in town ."), Record("b", "nobody here ."), Record("c", "Bob !")]
+    engine = ScriptedEngine(_answer_names)
+    demos = [Record("d", "Alan lived in Wilmslow .", entities=[Entity(0, 4, "person", "Alan")])]
+    ex = InContextExtractor(engine, PromptBuilder("ner.ruie.v1", SCHEMA), demonstrations=lambda r: demos,
+                            adapter="ner-en", batch_size=2, show_progress=False)
+    preds = list(ex.extract(records))
+    assert [p.id for p in preds] == ["a", "b", "c"]
+    assert [e.text for e in preds[0].entities] == ["Ada", "Charles"] and not preds[1].entities
+    assert all(r.adapter == "ner-en" and r.stop == ("\n",) and r.template.startswith("ner.ruie.v1@") for r in engine.calls)
+    assert "Alan lived in Wilmslow" in engine.calls[0].prompt
+    assert ex.stats.records == 3 and ex.stats.entities == 3 and ex.stats.prompts == 3
+
+
+def test_json_format_requests_carry_the_json_schema_unless_unconstrained():
+    engine = ScriptedEngine(lambda r: '{"entities": [{"text": "Ada", "type": "person"}]}')
+    ex = InContextExtractor(engine, PromptBuilder("ner.json.v1", SCHEMA), show_progress=False)
+    [pred] = ex.extract([Record("a", "Ada met Charles .")])
+    assert pred.entities == [Entity(0, 3, "person", "Ada")]
+    assert engine.calls[0].json_schema["properties"]["entities"]["items"]["properties"]["type"]["enum"] == ["person", "location"]
+    ex2 = InContextExtractor(engine, PromptBuilder("ner.json.v1", SCHEMA), constrained=False, show_progress=False)
+    list(ex2.extract([Record("a", "Ada met Charles .")]))
+    assert engine.calls[-1].json_schema is None
+
+
+def test_long_records_are_chunked_and_merged_to_global_offsets():
+    words = [("Name%d" % i) if i % 9 == 0 else "w" for i in range(300)]
+    text = " ".join(words)
+    engine = ScriptedEngine(_answer_names)
+    ex = InContextExtractor(engine, PromptBuilder("ner.ruie.v1", SCHEMA), max_words_per_chunk=60,
+                            chunk_overlap_words=10, show_progress=False)
+    [pred] = ex.extract([Record("long", text)])
+    want = [(m.start(), m.end()) for m in re.finditer(r"Name\d+", text)]
+    assert [(e.start, e.end) for e in pred.entities] == want
+    assert pred.meta["chunks"] == len(engine.calls) > 1 and ex.stats.chunked_records == 1
+    assert pred.check_offsets() == []
