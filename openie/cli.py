@@ -21,6 +21,16 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 prompt_app = typer.Typer(help="Prompt templates: list and preview.", no_args_is_help=True)
 app.add_typer(prompt_app, name="prompt")
+adapters_app = typer.Typer(help="LoRA adapters: train, list, check.", no_args_is_help=True)
+app.add_typer(adapters_app, name="adapters")
+
+
+def adapter_registry(root: Path | None = None):
+    """The adapter catalogue: ``--registry``, else ``$OPENIE_HOME/adapters``."""
+    from openie.adapters.registry import AdapterRegistry
+    from openie.models import openie_home
+
+    return AdapterRegistry(root or openie_home() / "adapters")
 
 
 def _fail(err: Exception) -> None:
@@ -185,6 +195,89 @@ def prompt_render(template: Annotated[str, typer.Option(help="Template name, e.g
             typer.secho(f"--- gold target:{builder.target(record, p)}   [{p.template}]\n", fg=typer.colors.GREEN)
     except (OpenIEError, OSError, ValueError) as err:
         _fail(err)
+
+
+@adapters_app.command("train")
+def adapters_train(
+    name: Annotated[str, typer.Option(help="Adapter name in the registry.")],
+    data: Annotated[str, typer.Option(help="NAME:SPLIT or a records file with gold annotations.")],
+    base: Annotated[str, typer.Option(help="Base model: embedded name, HF id or path.")] = "gemma-3-270m",
+    template: Annotated[str, typer.Option(help="Prompt template that turns records into (prompt, target) pairs.")] = "ner.ruie.v1",
+    limit: Annotated[int | None, typer.Option(help="Use the first N records.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: one epoch).")] = None,
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    rank: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option()] = 2e-4,
+    batch_size: Annotated[int, typer.Option()] = 4,
+    seed: Annotated[int, typer.Option()] = 0,
+    save_every: Annotated[int, typer.Option()] = 50,
+    output_dir: Annotated[Path | None, typer.Option(help="Work folder with checkpoints (resumed if present).")] = None,
+    registry: Annotated[Path | None, typer.Option(help="Adapter registry folder.")] = None,
+    data_root: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Fine-tune a LoRA adapter (SFT, loss on the target) and register it; resumes an interrupted run."""
+    from openie.adapters.training import train_lora
+    from openie.datasets import dataset_schema, list_datasets
+    from openie.models import openie_home
+    from openie.schema import Schema
+    from prompts.builder import PromptBuilder
+
+    try:
+        records = load_records_arg(data, data_root)[:limit]
+        dname = data.partition(":")[0]
+        schema = (dataset_schema(dname) if dname in list_datasets()
+                  else Schema.from_labels(sorted({e.label for r in records for e in r.entities})))
+        builder = PromptBuilder(template, schema, schema_seed=seed)
+        pairs = builder.training_pairs(records)
+        reg = adapter_registry(registry)
+        result = train_lora(base, pairs, output_dir or openie_home() / "training" / name, rank=rank, lr=lr,
+                            epochs=epochs, max_steps=max_steps, batch_size=batch_size, seed=seed,
+                            save_every=save_every, registry=reg, name=name, task=builder.task,
+                            labels=schema.entity_labels, languages=sorted({r.lang for r in records}))
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"adapter {name!r}: {result.steps} steps, final loss {result.final_loss:.4f}, "
+               f"{result.seconds:.0f} s -> {reg.get(name).path}")
+
+
+@adapters_app.command("list")
+def adapters_list(registry: Annotated[Path | None, typer.Option()] = None) -> None:
+    """Registered adapters with base model, rank, task and languages."""
+    for info in adapter_registry(registry).list():
+        typer.echo(f"{info.name:<20} rank={info.rank:<3} task={info.task or '-':<5} "
+                   f"langs={','.join(info.languages) or '-':<8} base={info.base_model}  {info.vllm_name}")
+
+
+@app.command("serve")
+def serve(
+    adapter: Annotated[list[str] | None, typer.Option(help="Registered adapter(s) to load at start.")] = None,
+    base: Annotated[str, typer.Option(help="Base model: embedded name, HF id or path.")] = "gemma-3-270m",
+    port: Annotated[int | None, typer.Option()] = None,
+    dtype: Annotated[str, typer.Option()] = "bfloat16",
+    max_lora_rank: Annotated[int, typer.Option()] = 16,
+    registry: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Start a vLLM OpenAI-compatible server with registered adapters; Ctrl-C stops it."""
+    import time
+
+    from openie.engines.vllm_server import VLLMServerEngine
+    from openie.models import resolve_model
+
+    try:
+        reg = adapter_registry(registry)
+        base_path = resolve_model(base)
+        infos = [reg.check(a, base_path, max_lora_rank) for a in adapter or []]
+        engine = VLLMServerEngine(base_path, adapters={i.name: i.path for i in infos}, port=port, dtype=dtype,
+                                  max_lora_rank=max_lora_rank)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"serving {base} at {engine.url} with adapters: "
+               f"{', '.join(f'{i.name} (as {engine.served_name(i.name)})' for i in infos) or 'none'}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        engine.close()
 
 
 def main() -> None:

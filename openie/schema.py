@@ -188,7 +188,9 @@ class Schema:
         "text"}]}]}``, with the keys the schema has types for, or only ``parts`` of them
         (an NER prompt over a schema that also has relations asks for ``["entities"]``).
         """
-        span_text = {"type": "string", "minLength": 1}
+        # no minLength: xgrammar 0.2.8 then admits raw control characters (invalid JSON); parsers
+        # report empty spans instead
+        span_text = {"type": "string"}
         props: dict[str, Any] = {}
         if self.entity_types:
             props["entities"] = {"type": "array", "items": {

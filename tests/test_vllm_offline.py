@@ -220,10 +220,11 @@ def test_too_long_prompt_names_request_and_lengths(engine):
         engine.loglikelihood([ScoreRequest(long_prompt, " end")])
 
 
-def test_empty_context_without_bos_is_a_clear_error(engine):
+def test_empty_context_reads_as_the_start_token(engine):
     assert prompt_ids(engine.tokenizer, "") == []  # the tiny tokenizer adds no BOS, like Qwen2
-    with pytest.raises(EngineError, match="score request 0: the context is empty"):
-        engine.loglikelihood([ScoreRequest("", "Paris")])
+    [score] = engine.loglikelihood([ScoreRequest("", "Paris")])
+    assert score.n_tokens == len(engine.tokenizer("Paris", add_special_tokens=False)["input_ids"])
+    assert score.logprob < 0
 
 
 def test_adapter_fingerprints_and_retrained_adapters(engine, adapter_dirs, tmp_path):

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from openie.errors import OpenIEError
@@ -134,3 +135,29 @@ def request_key(engine: Engine, kind: str, request: GenerationRequest | ScoreReq
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_content_hash(path: str | Path) -> str:
+    """sha256 over an adapter folder's ``adapter_config.json`` and weight file(s).
+
+    Metadata written beside the weights (the registry's ``openie_adapter.json``, READMEs) does not
+    count: only what changes the adapter's outputs does.
+    """
+    path = Path(path)
+    config = path / "adapter_config.json"
+    if not config.is_file():
+        raise EngineError(f"{path} is not a peft adapter folder: no adapter_config.json")
+    weights = [path / name for name in ADAPTER_WEIGHT_FILES if (path / name).is_file()]
+    if not weights:
+        raise EngineError(f"{path} has no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)})")
+    digest = hashlib.sha256()
+    for file in [config, *weights]:
+        digest.update(file.name.encode("utf-8") + b"\0")
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()

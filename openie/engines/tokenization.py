@@ -30,14 +30,29 @@ def prompt_ids(tokenizer: Any, text: str) -> list[int]:
     return list(ids)
 
 
+def start_token_id(tokenizer: Any) -> int:
+    """What an empty context reads as: BOS, else EOS, else the pad token (as lm-eval does)."""
+    for value in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if isinstance(value, int):
+            return value
+    from openie.engines.base import UnsupportedRequestError
+
+    raise UnsupportedRequestError("an empty context needs a BOS, EOS or pad token, and the tokenizer has none")
+
+
 def split_pair_ids(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Ids of ``context`` and of ``continuation`` as the model would read them joined.
 
     The pair is encoded whole and split where the context's own encoding ends (tokens can
     merge across the seam); when the seam falls inside a token, the continuation is encoded
-    on its own instead, so its tokens are always exactly the scored ones.
+    on its own instead, so its tokens are always exactly the scored ones. An empty context
+    (no BOS added) becomes ``start_token_id``, so the first continuation token is scored too.
     """
     ctx = prompt_ids(tokenizer, context)
+    if not ctx:
+        ctx = [start_token_id(tokenizer)]
+        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        return ctx, list(cont)
     whole = prompt_ids(tokenizer, context + continuation)
     if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
         return ctx, whole[len(ctx):]

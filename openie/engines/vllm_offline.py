@@ -12,7 +12,6 @@ adapter on CPU, so no batch mixes adapters.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -20,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from openie.engines.base import (
+    ADAPTER_WEIGHT_FILES,
     EngineError,
     Generation,
     GenerationRequest,
     Score,
     ScoreRequest,
     UnsupportedRequestError,
+    adapter_content_hash,
 )
 from openie.engines.tokenization import prompt_ids, render_prompt, split_pair_ids
 
@@ -36,7 +37,6 @@ CPU_ENV_DEFAULTS = {
 }
 # A whitespace-free grammar: small models otherwise loop on whitespace inside JSON.
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # Ranks vLLM accepts for ``max_lora_rank``.
 _VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -48,11 +48,7 @@ def _on_cpu() -> bool:
 
 
 def _adapter_files(path: Path) -> list[Path]:
-    files = [path / f for f in ADAPTER_FILES if (path / f).is_file()]
-    if not files:
-        # Older peft saves adapter_model.bin; hash whatever weights are there.
-        files = [path / "adapter_config.json", *sorted(path.glob("adapter_model.*"))]
-    return files
+    return [path / f for f in ("adapter_config.json", *ADAPTER_WEIGHT_FILES) if (path / f).is_file()]
 
 
 def adapter_rank(path: str | os.PathLike[str]) -> int:
@@ -192,13 +188,7 @@ class VLLMEngine:
         cached = self._fingerprints.get(name)
         if cached is not None and cached[0] == (str(path), stamp):
             return cached[1]
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f.name.encode())
-            h.update(b"\0")
-            h.update(f.read_bytes())
-            h.update(b"\0")
-        digest = h.hexdigest()
+        digest = adapter_content_hash(path)
         self._fingerprints[name] = ((str(path), stamp), digest)
         return digest
 
@@ -288,10 +278,6 @@ class VLLMEngine:
         prompts, params, adapters, n_cont = [], [], [], []
         for i, r in enumerate(requests):
             ctx, cont = split_pair_ids(self.tokenizer, r.context, r.continuation)
-            if not ctx:
-                raise EngineError(f"score request {i}: the context is empty and the tokenizer adds no BOS token, "
-                                  "so the continuation's first token has nothing to be conditioned on; "
-                                  "give a non-empty context")
             if not cont:
                 raise EngineError(f"score request {i}: the continuation {r.continuation!r} encodes to no tokens")
             ids = ctx + cont

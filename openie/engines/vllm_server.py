@@ -203,6 +203,9 @@ class VLLMServer:
                 cmd += ["--max-cpu-loras", str(self.max_cpu_loras)]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
+        # the model's generation_config.json sampling defaults would apply to every field a request
+        # leaves unset; openie requests are explicit, as on the other backends
+        cmd += ["--generation-config", "vllm"]
         if self.max_model_len is not None:
             cmd += ["--max-model-len", str(self.max_model_len)]
         if self.served_model_name is not None:
@@ -659,7 +662,7 @@ class VLLMServerEngine:
         retrained adapter) the new version is loaded under a new served name and the old one
         unloaded. The path must be readable by the server process.
         """
-        from openie.engines.hf import adapter_content_hash
+        from openie.engines.base import adapter_content_hash
 
         self._ensure_ready()
         path = Path(path).resolve()
@@ -783,8 +786,6 @@ class VLLMServerEngine:
         for i, request in enumerate(requests):
             served = self._served_for_request(i, request.adapter)
             ctx, cont = split_pair_ids(self.tokenizer, request.context, request.continuation)
-            if not ctx:
-                ctx = [self._start_token()]
             if not cont:
                 raise EngineError(f"request {i}: continuation {request.continuation!r} encodes to no tokens")
             self._check_length(i, len(ctx) + len(cont), "context + continuation")
@@ -797,13 +798,6 @@ class VLLMServerEngine:
             return lambda: self._score(i, body, n_ctx, adapter)
 
         return self._run([job(i) for i in range(len(work))], "vllm-server loglikelihood")
-
-    def _start_token(self) -> int:
-        tok = self.tokenizer
-        for value in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id):
-            if isinstance(value, int):
-                return value
-        raise UnsupportedRequestError("an empty context needs a BOS, EOS or pad token, and the tokenizer has none")
 
     def _score(self, i: int, body: dict[str, Any], n_ctx: int, adapter: str | None) -> Score:
         response = self._post("/v1/completions", body, f"request {i}")
