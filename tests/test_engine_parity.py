@@ -82,6 +82,6 @@ def test_json_schema_output_validates_on_every_backend(engines):
 
     schema = {"type": "object", "properties": {"type": {"enum": ["person", "location"]}, "n": {"type": "integer", "minimum": 0, "maximum": 9}},
               "required": ["type", "n"], "additionalProperties": False}
-    for name, eng in engines.items():
+    for _name, eng in engines.items():
         for g in eng.generate([GenerationRequest(prompt=p, adapter=a, json_schema=schema, max_tokens=40) for p, a in _mixed()]):
             jsonschema.validate(json.loads(g.text), schema)

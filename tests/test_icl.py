@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from openie.engines.scripted import ScriptedEngine
+from openie.methods.icl import InContextExtractor
 from openie.records import Entity, Record
 from openie.schema import Schema
-from openie.methods.icl import InContextExtractor
 from prompts import PromptBuilder
 
 SCHEMA = Schema.from_labels(["person", "location"])
@@ -44,7 +46,7 @@ def test_json_format_requests_carry_the_json_schema_unless_unconstrained():
 
 
 def test_long_records_are_chunked_and_merged_to_global_offsets():
-    words = [("Name%d" % i) if i % 9 == 0 else "w" for i in range(300)]
+    words = [f"Name{i}" if i % 9 == 0 else "w" for i in range(300)]
     text = " ".join(words)
     engine = ScriptedEngine(_answer_names)
     ex = InContextExtractor(engine, PromptBuilder("ner.ruie.v1", SCHEMA), max_words_per_chunk=60,
@@ -54,3 +56,33 @@ def test_long_records_are_chunked_and_merged_to_global_offsets():
     assert [(e.start, e.end) for e in pred.entities] == want
     assert pred.meta["chunks"] == len(engine.calls) > 1 and ex.stats.chunked_records == 1
     assert pred.check_offsets() == []
+
+
+@pytest.mark.slow
+def test_zero_shot_gemma_on_conll2003_dev_in_every_format(shared_data):
+    """Gemma-3-270M (base) through the vLLM engine on 50 CoNLL-2003 dev sentences, each format."""
+    from openie.datasets import dataset_schema, load_dataset
+    from openie.engines import vllm_available
+    from openie.metrics import entity_scores
+    from openie.models import resolve_model
+
+    if not vllm_available():
+        pytest.skip("vLLM is not installed")
+    from openie.engines.vllm_offline import VLLMEngine
+
+    gold = load_dataset("conll2003", "dev")[:50]
+    schema = dataset_schema("conll2003")
+    engine = VLLMEngine(resolve_model("gemma-3-270m"), dtype="bfloat16", max_model_len=2048, cpu_threads=2)
+    try:
+        for template in ("ner.ruie.v1", "ner.json.v1", "ner.question.v1"):
+            ex = InContextExtractor(engine, PromptBuilder(template, schema), max_tokens=96, batch_size=50,
+                                    show_progress=False)
+            preds = list(ex.extract(gold))
+            scores = entity_scores(gold, preds)
+            print(f"{template}: strict F1 {scores.f1:.3f} (P {scores.precision:.3f} R {scores.recall:.3f}), "
+                  f"{ex.stats.prompts} prompts, {ex.stats.parse_problems} parse problems, "
+                  f"{ex.stats.not_found} spans not in the input, {ex.stats.entities} entities")
+            assert len(preds) == 50 and ex.stats.prompts == (200 if template.startswith("ner.question") else 50)
+            assert 0.0 <= scores.f1 <= 1.0 and all(p.check_offsets() == [] for p in preds)
+    finally:
+        engine.close()

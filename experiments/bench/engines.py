@@ -71,7 +71,6 @@ def main() -> None:
 
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
-    from vllm.lora.request import LoRARequest
 
     from openie.engines.base import GenerationRequest
     from openie.engines.cache import CachedEngine

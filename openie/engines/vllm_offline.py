@@ -37,6 +37,9 @@ CPU_ENV_DEFAULTS = {
 }
 # A whitespace-free grammar: small models otherwise loop on whitespace inside JSON.
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
+# KV cache on CPU when nothing else is said: enough for batches of a few thousand tokens.
+CPU_DEFAULT_KV_CACHE_BYTES = 1 << 30
+
 # Ranks vLLM accepts for ``max_lora_rank``.
 _VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -116,6 +119,9 @@ class VLLMEngine:
 
                 register()
             llm_kwargs.setdefault("enforce_eager", True)
+            if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+                # otherwise vLLM reserves a fraction of *all* memory and refuses to start on a busy machine
+                llm_kwargs.setdefault("kv_cache_memory_bytes", CPU_DEFAULT_KV_CACHE_BYTES)
         self.group_by_adapter = on_cpu if group_by_adapter is None else group_by_adapter
 
         self.enable_lora = bool(self._adapters) if enable_lora is None else enable_lora
