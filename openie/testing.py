@@ -195,3 +195,27 @@ def build_tiny_bert(path: str | Path, *, hidden_size: int = 32, num_layers: int 
 
 __all__ = ["CHATML_TEMPLATE", "EOS_TOKEN", "build_tiny_bert", "build_tiny_decoder", "build_tiny_tokenizer",
            "tiny_corpus"]
+
+
+def build_random_lora(base: str | Path, path: str | Path, seed: int = 0, *, rank: int = 8, scale: float = 1.0,
+                      target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> Path:
+    """A peft LoRA adapter with random A *and* B: peft zeroes B by default, which changes nothing.
+
+    Distinct seeds give adapters with distinct outputs (tests of routing and mixed batches);
+    ``scale`` shrinks the update for benchmarks that want realistic generations.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(target_modules),
+                                            init_lora_weights=False))
+    if scale != 1.0:
+        with torch.no_grad():
+            for p in peft.parameters():
+                if p.requires_grad:
+                    p.mul_(scale)
+    peft.save_pretrained(path)
+    return Path(path)

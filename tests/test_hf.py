@@ -17,10 +17,12 @@ from openie.engines.base import (  # noqa: E402
     GenerationRequest,
     ScoreRequest,
     UnsupportedRequestError,
+    adapter_content_hash,  # noqa: E402
     request_key,
 )
-from openie.engines.hf import TransformersEngine, adapter_content_hash  # noqa: E402
+from openie.engines.hf import TransformersEngine  # noqa: E402
 from openie.engines.tokenization import prompt_ids, split_pair_ids  # noqa: E402
+from openie.testing import build_random_lora  # noqa: E402
 
 PROMPTS = ["Marie Curie was born in", "The river Thames flows through", "Apple Inc. is a technology company",
            "Berlin is the capital of"]
@@ -48,16 +50,7 @@ ENTITY_SCHEMA = {
 
 
 def make_random_adapter(base: Path, out: Path, seed: int, rank: int = 4) -> Path:
-    """A LoRA with random A *and* B (peft's default B = 0 would change nothing)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
-                        init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(out)
-    return out
+    return build_random_lora(base, out, seed, rank=rank, target_modules=("q_proj", "v_proj", "o_proj", "down_proj"))
 
 
 @pytest.fixture(scope="module")

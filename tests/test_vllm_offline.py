@@ -23,29 +23,19 @@ from openie.engines.base import (  # noqa: E402
 )
 from openie.engines.tokenization import prompt_ids, split_pair_ids  # noqa: E402
 from openie.engines.vllm_offline import VLLMEngine  # noqa: E402
+from openie.testing import build_random_lora  # noqa: E402
 
 ADAPTERS = ("A", "B", "C")
 PROMPT = "Marie Curie was born in"
 SCORE_PAIRS = [("Paris is the capital of", " France."), ("Bob Smith works for", " Siemens in Berlin.")]
 
 
-def make_random_lora(base_path: Path, out: Path, seed: int) -> Path:
-    """A peft LoRA with random A *and* B (peft zeroes B by default, which would change nothing)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                        init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
 def adapter_dirs(tiny_decoder_path, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("vllm-offline-loras")
-    return {name: make_random_lora(tiny_decoder_path, root / name, seed=100 + i) for i, name in enumerate(ADAPTERS)}
+    return {name: build_random_lora(tiny_decoder_path, root / name, seed=100 + i) for i, name in enumerate(ADAPTERS)}
 
 
 @pytest.fixture(scope="module")

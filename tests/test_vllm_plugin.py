@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from importlib.metadata import entry_points
-from pathlib import Path
 
 import pytest
 
@@ -12,6 +11,7 @@ pytest.importorskip("vllm")
 torch = pytest.importorskip("torch")
 
 from openie.engines import vllm_plugin  # noqa: E402
+from openie.testing import build_random_lora  # noqa: E402
 
 ADAPTERS = ("A", "B", "C")
 PROMPT = "Marie Curie was born in"
@@ -135,17 +135,6 @@ def test_ops_skip_rows_without_adapter_and_match_vllm_elsewhere(restore_patch, a
 
 # --------------------------------------------------------------------- a raw vllm.LLM
 
-def make_random_lora(base_path: Path, out: Path, seed: int) -> Path:
-    """A peft LoRA with random A *and* B (peft zeroes B by default, which would change nothing)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                        init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +147,7 @@ def raw_llm(tiny_decoder_path, tmp_path_factory):
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     root = tmp_path_factory.mktemp("vllm-plugin-loras")
-    loras = {name: LoRARequest(name, i + 1, str(make_random_lora(tiny_decoder_path, root / name, 200 + i)))
+    loras = {name: LoRARequest(name, i + 1, str(build_random_lora(tiny_decoder_path, root / name, 200 + i)))
              for i, name in enumerate(ADAPTERS)}
     # max_loras == 3 adapters, so a batch using all of them fills the last slot, the one
     # vLLM's unpatched ops pick for index -1.

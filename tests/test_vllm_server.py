@@ -21,6 +21,7 @@ import pytest
 from openie.engines import vllm_available
 from openie.engines.base import Engine, EngineError, GenerationRequest, ScoreRequest, UnsupportedRequestError
 from openie.engines.tokenization import prompt_ids, render_prompt, split_pair_ids
+from openie.testing import build_random_lora
 
 PROMPTS = ["Marie Curie was born in", "The capital of France is", "Alice Johnson works for",
            "An event has a trigger", "Researchers compare methods on", "The quick brown fox",
@@ -34,18 +35,6 @@ SCHEMA = {
 }
 
 
-def _make_adapter(base: Path, out: Path, seed: int) -> Path:
-    """A peft LoRA with random A *and* B (``init_lora_weights=False``), so it changes outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                        init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(out)
-    return out
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -54,7 +43,7 @@ def _make_adapter(base: Path, out: Path, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def adapter_paths(tiny_decoder_path, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("vllm-server-adapters")
-    return {name: _make_adapter(tiny_decoder_path, root / name, seed) for name, seed in (("A", 1), ("B", 2))}
+    return {name: build_random_lora(tiny_decoder_path, root / name, seed) for name, seed in (("A", 1), ("B", 2))}
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +191,7 @@ def test_retrained_adapter_gets_a_new_served_name(engine, adapter_paths, tiny_de
     old = engine.load_adapter("R", path)
     before = engine.generate([GenerationRequest(prompt=PROMPTS[0], max_tokens=12, adapter="R")])
     shutil.rmtree(path)
-    _make_adapter(tiny_decoder_path, path, seed=3)  # "retrained" in place, same name
+    build_random_lora(tiny_decoder_path, path, seed=3)  # "retrained" in place, same name
     new = engine.load_adapter("R", path)
     assert new != old
     served = {m["id"] for m in engine._client.get("/v1/models").json()["data"]}

@@ -24,24 +24,10 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 2))
 
 
 def _random_adapters(base: str, root: Path, n: int) -> dict[str, str]:
-    """LoRA adapters with random A and B: throughput does not depend on trained values."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    """LoRA adapters with small random A and B: throughput does not depend on trained values."""
+    from openie.testing import build_random_lora
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    out = {}
-    for i in range(n):
-        torch.manual_seed(i)
-        peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,
-                                                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-        for p in peft.parameters():
-            if p.requires_grad:
-                p.data.mul_(0.01)  # small updates keep generations realistic in length
-        peft.save_pretrained(root / f"bench{i}")
-        model = peft.unload()
-        out[f"bench{i}"] = str(root / f"bench{i}")
-    return out
+    return {f"bench{i}": str(build_random_lora(base, root / f"bench{i}", seed=i, scale=0.1)) for i in range(n)}
 
 
 def _prompts(n: int) -> list[str]:
@@ -82,8 +68,9 @@ def main() -> None:
     texts = _prompts(args.prompts)
     tmp = Path(tempfile.mkdtemp(prefix="openie-bench-"))
     adapters = _random_adapters(base, tmp, 4)
+    # no prefix caching: a later run would reuse the prompts' KV blocks of an earlier one
     engine = VLLMEngine(base, adapters, max_loras=4, max_lora_rank=8, dtype=args.dtype, max_model_len=1024,
-                        cpu_threads=os.cpu_count())
+                        cpu_threads=os.cpu_count(), enable_prefix_caching=False)
     tok = engine.tokenizer
 
     def openie_run(adapter_of) -> float:
