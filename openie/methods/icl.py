@@ -7,6 +7,7 @@ engine's context allows are cut into overlapping chunks and merged back with glo
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,42 @@ from openie.records import Record
 from prompts.builder import Prompt, PromptBuilder
 
 Demonstrations = Callable[[Record], Sequence[Record]]
+
+
+@dataclass
+class RandomDemonstrations:
+    """``k`` random pool records per query, never the query itself nor a record with the same text.
+
+    The draw is seeded by (seed, query id), not by position: it does not depend on the order,
+    batching or resumption of a run, so an interrupted cell continues with the same prompts.
+    Used by ``openie extract`` and ``openie experiment run`` alike; similarity-based selectors
+    come from ``retrievers`` behind the same call.
+    """
+
+    pool: Sequence[Record]
+    k: int
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1 for few-shot extraction, got {self.k}")
+        if not self.pool:
+            raise ValueError("the demonstration pool is empty")
+
+    def __call__(self, record: Record) -> list[Record]:
+        rng = random.Random(f"{self.seed}:{record.id}")
+        chosen: list[Record] = []
+        seen: set[int] = set()
+        n = len(self.pool)
+        while len(chosen) < self.k and len(seen) < n:
+            i = rng.randrange(n)
+            if i in seen:
+                continue
+            seen.add(i)
+            demo = self.pool[i]
+            if demo.id != record.id and demo.text != record.text:
+                chosen.append(demo)
+        return chosen
 
 
 @dataclass

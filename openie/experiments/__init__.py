@@ -1,0 +1,1 @@
+"""Experiments: whole-corpus extraction jobs, configs, grids and reports (the floor above methods)."""

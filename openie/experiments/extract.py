@@ -1,0 +1,792 @@
+"""``openie extract``: a whole corpus through one method into a JSONL of grounded predictions, resumably.
+
+Real corpora are large and runs get killed (pre-emption, out of memory, a closed laptop). A
+researcher must be able to trust that a finished output file holds exactly what one uninterrupted
+run would have written, so the job is built around that:
+
+- **Streaming, tolerant input.** A JSONL input is read line by line, twice: a first pass checks
+  every line (a malformed one is written with its line number, raw text and reason to
+  ``<output>.errors.jsonl`` and skipped, never fatal), counts the records for the progress bar and
+  checks the gold labels against the schema, all before a model is loaded; the second pass feeds
+  the model. Memory holds record ids (duplicates are malformed too), never the file.
+- **Ordered, durable output.** One prediction per input record, in input order, written batch by
+  batch, each batch flushed and fsync'ed. Gold annotations are used for F1 only: the model sees
+  ``record.without_annotations()``.
+- **Resume.** ``<output>.run.json`` holds the resolved configuration: everything that changes an
+  output (template name and version hash, model, backend, adapters with content hashes, schema,
+  demonstration settings and seed, max_tokens, ...). A restart with the same configuration cuts a
+  partial last line (a write interrupted by SIGKILL), checks that the output is a prefix of the
+  input (same ids, same order) and continues after it. Batches stay aligned to multiples of
+  ``batch_size`` in the input, so a resumed run sends the engine exactly the batches an
+  uninterrupted run sends (batched decoding is then bit-identical, padding included). Another
+  configuration is refused naming the differing keys; ``overwrite=True`` starts afresh. The output
+  file is locked while a run writes it.
+- **Summary.** Records, entities, parse problems, spans not found in the text, cache hits and
+  misses, throughput and strict micro F1 where gold exists, over the whole output (the resumed part
+  included; throughput and cache figures are this run's). Saved in the sidecar too.
+
+The same job runs on a Ray cluster (``ray_address=``, see :mod:`openie.experiments.ray_extract`):
+only the step "batches of records -> predictions" changes, reading, resuming and writing do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm.auto import tqdm
+
+from openie.engines.base import Engine, adapter_content_hash
+from openie.errors import OpenIEError, SchemaError
+from openie.methods.icl import InContextExtractor, RandomDemonstrations
+from openie.metrics import entity_scores, relation_scores
+from openie.records import Event, Record
+from openie.schema import Schema
+from prompts.builder import PromptBuilder
+
+METHODS = ("icl",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
+INDEX_EVERY = 1024  # a byte offset is kept every this many valid records (Ray workers seek to them)
+CONFIG_VERSION = 1
+
+
+class ExtractError(OpenIEError, ValueError):
+    """An extraction run that cannot start or continue as asked (the message says what to change)."""
+
+
+class ConfigMismatchError(ExtractError):
+    """Resuming an output with another configuration than the one that wrote it."""
+
+    def __init__(self, output: Path, differing: dict[str, tuple[Any, Any]]):
+        self.differing = differing
+        shown = "; ".join(f"{k}: {_short(old)} -> {_short(new)}" for k, (old, new) in differing.items())
+        super().__init__(f"{output} was written with another configuration (differing keys: "
+                         f"{', '.join(differing)}). {shown}. Resume with the original settings, choose another "
+                         f"output, or pass --overwrite (overwrite=True) to start afresh.")
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# =============================================================================================
+# input
+# =============================================================================================
+
+def _parse_line(raw: bytes) -> Record | str | None:
+    """A record, or the reason the line is not one (``None`` for a blank line)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"not UTF-8 ({err.reason} at byte {err.start})"
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        return f"invalid JSON: {err.msg} (column {err.colno})"
+    try:
+        record = Record.from_dict(obj)
+    except (KeyError, TypeError, ValueError) as err:
+        return f"not a record: {err}"
+    problems = record.check_offsets()
+    if problems:
+        return f"record {record.id!r}: {problems[0]}"
+    return record
+
+
+@dataclass(frozen=True)
+class InputScan:
+    """What the first pass over the input found; small (no records), so it travels to Ray workers."""
+
+    total: int  # valid records
+    bad_lines: frozenset[int]  # line numbers (1-based) to skip: malformed or duplicate ids
+    index: tuple[tuple[int, int, int], ...] = ()  # (valid record index, byte offset, line number)
+    entity_labels: Mapping[str, int] = field(default_factory=dict)  # gold entity label -> count
+    relations: int = 0  # gold relations
+
+    @property
+    def malformed(self) -> int:
+        return len(self.bad_lines)
+
+    @property
+    def has_gold(self) -> bool:
+        return bool(self.entity_labels) or self.relations > 0
+
+
+@dataclass
+class RecordSource:
+    """The input: a JSONL file of records (streamed), another records file (CoNLL, CoNLL04 JSON;
+    read whole), or a registered corpus ``NAME:SPLIT``."""
+
+    spec: str
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        from openie.datasets import list_datasets
+
+        self.spec = str(self.spec)
+        path = Path(self.spec).expanduser()
+        name, _, split = self.spec.partition(":")
+        self._records: list[Record] | None = None
+        if path.is_file():
+            self.path: Path | None = path.resolve()
+            self.kind = "jsonl" if path.suffix.lower() in JSONL_SUFFIXES else "file"
+        elif split and name in list_datasets():
+            self.path, self.kind = None, "dataset"
+        elif path.exists():
+            raise ExtractError(f"input {self.spec} is not a file")
+        else:
+            raise ExtractError(f"input {self.spec!r} is neither an existing file nor a registered corpus NAME:SPLIT "
+                               f"(corpora: {', '.join(list_datasets())})")
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray ships the source, not records loaded by the driver
+        return {**self.__dict__, "_records": None}
+
+    @property
+    def id(self) -> str:
+        """What the configuration records as the input."""
+        return str(self.path) if self.path is not None else self.spec
+
+    @property
+    def dataset(self) -> str | None:
+        return self.spec.partition(":")[0] if self.kind == "dataset" else None
+
+    def _loaded(self) -> list[Record]:
+        if self._records is None:
+            if self.kind == "dataset":
+                from openie.datasets import load_dataset
+
+                name, _, split = self.spec.partition(":")
+                self._records = load_dataset(name, split, data_root=self.data_root)
+            else:
+                from openie.readers import read_records
+
+                self._records = read_records(self.path)  # type: ignore[arg-type]
+        return self._records
+
+    def _items(self, offset: int = 0, lineno: int = 0) -> Iterator[tuple[int, int, Record | str | None, bytes]]:
+        """(line number, byte offset, record | reason | None, raw line) from ``offset`` on."""
+        if self.kind != "jsonl":
+            for i, r in enumerate(self._loaded()):
+                yield i + 1, 0, r, b""
+            return
+        with open(self.path, "rb") as fh:  # type: ignore[arg-type]
+            fh.seek(offset)
+            for raw in fh:
+                lineno += 1
+                yield lineno, offset, _parse_line(raw), raw
+                offset += len(raw)
+
+    def scan(self, errors_path: Path | None = None) -> InputScan:
+        """First pass: validate every line, report bad ones to ``errors_path`` (rewritten each run)."""
+        if errors_path is not None:
+            errors_path.unlink(missing_ok=True)
+        errors: IO[str] | None = None
+        seen: dict[str, int] = {}
+        bad: set[int] = set()
+        index: list[tuple[int, int, int]] = []
+        labels: Counter[str] = Counter()
+        relations = total = 0
+        try:
+            for lineno, offset, item, raw in self._items():
+                if item is None:
+                    continue
+                if isinstance(item, Record) and item.id in seen:
+                    item = f"duplicate record id {item.id!r} (first on line {seen[item.id]})"
+                if isinstance(item, str):
+                    bad.add(lineno)
+                    if errors_path is not None:
+                        if errors is None:
+                            errors_path.parent.mkdir(parents=True, exist_ok=True)
+                            errors = open(errors_path, "w", encoding="utf-8")
+                        errors.write(json.dumps({"line": lineno, "reason": item,
+                                                 "raw": raw.decode("utf-8", "replace").rstrip("\r\n")},
+                                                ensure_ascii=False) + "\n")
+                    continue
+                seen[item.id] = lineno
+                if self.kind == "jsonl" and total % INDEX_EVERY == 0:
+                    index.append((total, offset, lineno - 1))
+                total += 1
+                labels.update(e.label for e in item.entities)
+                relations += len(item.relations)
+        finally:
+            if errors is not None:
+                errors.close()
+        return InputScan(total, frozenset(bad), tuple(index), dict(labels), relations)
+
+    def records(self, scan: InputScan, start: int = 0, stop: int | None = None) -> Iterator[Record]:
+        """Valid records ``start`` (inclusive) to ``stop`` (exclusive), in input order."""
+        stop = scan.total if stop is None else min(stop, scan.total)
+        if start >= stop:
+            return
+        entry = max((e for e in scan.index if e[0] <= start), default=(0, 0, 0))
+        n = entry[0]
+        for lineno, _, item, _ in self._items(entry[1], entry[2]):
+            if not isinstance(item, Record) or lineno in scan.bad_lines:
+                continue
+            if n >= start:
+                yield item
+            n += 1
+            if n >= stop:
+                return
+
+
+def load_pool(source: str, data_root: str | None = None) -> list[Record]:
+    """Demonstration pool: ``NAME:SPLIT`` or a records file, read strictly (a bad pool is an error)."""
+    from openie.datasets import list_datasets, load_dataset
+    from openie.readers import read_records
+
+    name, _, split = source.partition(":")
+    if split and name in list_datasets() and not Path(source).exists():
+        return load_dataset(name, split, data_root=data_root)
+    if not Path(source).is_file():
+        raise ExtractError(f"demonstration pool {source!r} is neither a file nor a registered corpus NAME:SPLIT")
+    return read_records(source)
+
+
+def pool_fingerprint(pool: Sequence[Record]) -> str:
+    digest = hashlib.sha256()
+    for r in pool:
+        digest.update(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+# =============================================================================================
+# configuration: what builds the extractor, here and in every Ray worker
+# =============================================================================================
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """Everything a process needs to build the same extractor (picklable: Ray workers get a copy)."""
+
+    template: str
+    schema: dict[str, Any]
+    backend: str = "auto"
+    model: str = "gemma-3-270m"
+    adapters: dict[str, str] = field(default_factory=dict)
+    adapter: str | None = None
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    max_tokens: int = 128
+    batch_size: int = 32
+    constrained: bool = True
+    demonstrations: str | None = None
+    k: int = 4
+    seed: int = 0
+    data_root: str | None = None
+    cache: str | None = None
+    engine_factory: Callable[[], Engine] | None = None  # instead of create_engine (tests, custom engines)
+
+    def build_engine(self) -> Engine:
+        if self.engine_factory is not None:
+            return self.engine_factory()
+        from openie.engines import create_engine
+
+        return create_engine(self.backend, self.model, self.adapters or None, cache=self.cache, **self.engine_options)
+
+    def build_demonstrations(self) -> RandomDemonstrations | None:
+        if self.demonstrations is None:
+            return None
+        return RandomDemonstrations(load_pool(self.demonstrations, self.data_root), self.k, self.seed)
+
+    def build(self, engine: Engine | None = None,
+              demonstrations: RandomDemonstrations | None = None) -> InContextExtractor:
+        builder = PromptBuilder(self.template, Schema.from_dict(self.schema))
+        return InContextExtractor(engine or self.build_engine(), builder,
+                                  demonstrations=demonstrations or self.build_demonstrations(),
+                                  adapter=self.adapter, max_tokens=self.max_tokens, batch_size=self.batch_size,
+                                  constrained=self.constrained, show_progress=False)
+
+
+def model_input(record: Record, task: str) -> Record:
+    """What the model may see: no gold, except event triggers for argument extraction (its input)."""
+    shown = record.without_annotations()
+    if task == "eae":
+        shown.events = [Event(ev.trigger) for ev in record.events]
+    return shown
+
+
+@dataclass
+class BatchCounts:
+    prompts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def __iadd__(self, other: BatchCounts) -> BatchCounts:
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+        return self
+
+
+def _cache_counts(engine: Any) -> tuple[int, int]:
+    stats = getattr(engine, "stats", None)
+    return (stats.hits, stats.misses) if stats is not None and hasattr(stats, "hits") else (0, 0)
+
+
+def predict_batch(extractor: InContextExtractor, records: Sequence[Record]) -> tuple[list[Record], BatchCounts]:
+    """One batch through the extractor (gold hidden); demonstration ids land in each prediction's meta."""
+    s = extractor.stats
+    before = (s.prompts, s.prompt_tokens, s.completion_tokens, *_cache_counts(extractor.engine))
+    preds = extractor.extract_batch([model_input(r, extractor.builder.task) for r in records])
+    if extractor.demonstrations is not None:
+        for r, p in zip(records, preds, strict=True):
+            p.meta["demo_ids"] = [d.id for d in extractor.demonstrations(r) if d.text != r.text]
+    after = (s.prompts, s.prompt_tokens, s.completion_tokens, *_cache_counts(extractor.engine))
+    return preds, BatchCounts(*(a - b for a, b in zip(after, before, strict=True)))
+
+
+# =============================================================================================
+# output, sidecar, resume
+# =============================================================================================
+
+def sidecar_path(output: Path) -> Path:
+    return output.with_name(output.name + ".run.json")
+
+
+def errors_file_path(output: Path) -> Path:
+    return output.with_name(output.name + ".errors.jsonl")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ExtractError(f"{path} is not valid JSON ({err}); delete it or pass --overwrite") from None
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Top-level keys whose values differ (JSON-normalised), with (old, new) values."""
+    def norm(v: Any) -> str:
+        return json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
+
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if norm(old.get(k)) != norm(new.get(k))}
+
+
+def _lock(fh: IO[bytes], output: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise ExtractError(f"{output} is being written by another running extraction") from None
+
+
+def _truncate_partial_line(fh: IO[bytes]) -> int:
+    """Cut everything after the last newline (a write interrupted mid-line); returns bytes cut."""
+    size = fh.seek(0, os.SEEK_END)
+    pos = size
+    while pos > 0:
+        step = min(1 << 16, pos)
+        fh.seek(pos - step)
+        chunk = fh.read(step)
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            pos = pos - step + nl + 1
+            break
+        pos -= step
+    if pos < size:
+        fh.truncate(pos)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return size - pos
+
+
+# =============================================================================================
+# the summary
+# =============================================================================================
+
+@dataclass
+class ExtractSummary:
+    """What a run produced. Counts cover the whole output; timing, tokens and cache this run only."""
+
+    output: str
+    records: int = 0  # predictions in the output
+    resumed: int = 0  # already there when this run started
+    processed: int = 0  # predicted by this run
+    input_records: int = 0  # valid input records (before ``limit``)
+    malformed_lines: int = 0
+    entities: int = 0
+    relations: int = 0
+    parse_problems: int = 0
+    not_found: int = 0  # predicted spans not found in the text
+    prompts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int | None = None
+    cache_misses: int | None = None
+    seconds: float = 0.0  # wall clock of this run, model loading included
+    extract_seconds: float = 0.0  # the batch loop only
+    records_per_s: float = 0.0
+    tokens_per_s: float = 0.0  # generated tokens per second
+    f1: float | None = None  # strict micro entity F1 (None: no gold)
+    precision: float | None = None
+    recall: float | None = None
+    relation_f1: float | None = None
+    gold_labels_outside_schema: dict[str, int] = field(default_factory=dict)
+    errors_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        lines = [f"extracted {self.records} records -> {self.output}"
+                 + (f" ({self.resumed} resumed, {self.processed} new)" if self.resumed else ""),
+                 f"  entities {self.entities}" + (f", relations {self.relations}" if self.relations else "")
+                 + f"; parse problems {self.parse_problems}; spans not found {self.not_found}"]
+        if self.malformed_lines:
+            lines.append(f"  malformed input lines {self.malformed_lines} (see {self.errors_path})")
+        lines.append(f"  {self.prompts} prompts, {self.prompt_tokens} prompt + {self.completion_tokens} generated tokens "
+                     f"in {self.extract_seconds:.1f} s: {self.records_per_s:.2f} records/s, "
+                     f"{self.tokens_per_s:.1f} tokens/s ({self.seconds:.1f} s in all)")
+        if self.cache_hits is not None:
+            total = self.cache_hits + (self.cache_misses or 0)
+            rate = self.cache_hits / total if total else 0.0
+            lines.append(f"  cache: {self.cache_hits} hits, {self.cache_misses} misses ({rate:.0%} hit rate)")
+        if self.f1 is not None:
+            lines.append(f"  strict micro F1 {self.f1:.4f} (P {self.precision:.4f} R {self.recall:.4f})"
+                         + (f"; relation F1 {self.relation_f1:.4f}" if self.relation_f1 is not None else ""))
+        if self.gold_labels_outside_schema:
+            lines.append("  gold labels outside the schema (not scored): "
+                         + ", ".join(f"{k} ({v})" for k, v in sorted(self.gold_labels_outside_schema.items())))
+        return "\n".join(lines)
+
+
+@dataclass
+class _Tally:
+    """Running counts over written predictions, F1 counts included (streamed: nothing kept)."""
+
+    schema: Schema
+    score_relations: bool
+    summary: ExtractSummary
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    rtp: int = 0
+    rfp: int = 0
+    rfn: int = 0
+
+    def _scored_gold(self, record: Record) -> Record:
+        known = set(self.schema.entity_labels)
+        mapped = [e for e in record.entities if self.schema.label_map.get(e.label, e.label) in known]
+        gold = Record(record.id, record.text, record.lang)
+        gold.entities = [replace(e, label=self.schema.label_map.get(e.label, e.label)) for e in mapped]
+        gold.relations = record.relations
+        return gold
+
+    def add(self, gold: Sequence[Record], preds: Sequence[Record], has_gold: bool) -> None:
+        s = self.summary
+        for p in preds:
+            s.records += 1
+            s.entities += len(p.entities)
+            s.relations += len(p.relations)
+            s.parse_problems += len(p.meta.get("parse_problems", []))
+            s.not_found += int(p.meta.get("alignment", {}).get("not_found", 0))
+        if has_gold:
+            golds = [self._scored_gold(g) for g in gold]
+            m = entity_scores(golds, preds, "strict").micro
+            self.tp, self.fp, self.fn = self.tp + m.tp, self.fp + m.fp, self.fn + m.fn
+            if self.score_relations:
+                rm = relation_scores(golds, preds, "strict").micro
+                self.rtp, self.rfp, self.rfn = self.rtp + rm.tp, self.rfp + rm.fp, self.rfn + rm.fn
+
+    def finish(self, has_gold: bool) -> None:
+        from openie.metrics import PRF
+
+        if has_gold:
+            prf = PRF.from_counts(self.tp, self.fp, self.fn)
+            self.summary.f1, self.summary.precision, self.summary.recall = prf.f1, prf.precision, prf.recall
+            if self.score_relations:
+                self.summary.relation_f1 = PRF.from_counts(self.rtp, self.rfp, self.rfn).f1
+
+
+# =============================================================================================
+# the job
+# =============================================================================================
+
+def resolve_schema(schema: Schema | str | Path | Sequence[str] | None, source: RecordSource) -> Schema:
+    """A Schema, a schema file (JSON/YAML), a list of entity labels, or the corpus's own schema."""
+    if isinstance(schema, Schema):
+        resolved = schema
+    elif isinstance(schema, str | Path):
+        if not Path(schema).is_file():
+            raise SchemaError(f"schema file {schema} does not exist")
+        resolved = Schema.load(schema)
+    elif schema is not None:
+        resolved = Schema.from_labels([str(x).strip() for x in schema])
+    elif source.dataset is not None:
+        from openie.datasets import dataset_schema
+
+        resolved = dataset_schema(source.dataset)
+    else:
+        raise SchemaError(f"no schema for {source.spec}: pass a schema file (--schema FILE) or entity labels "
+                          f"(--labels a,b,c); only a registered corpus NAME:SPLIT brings its own")
+    if not (resolved.entity_types or resolved.relation_types or resolved.event_types):
+        raise SchemaError("the schema defines no types: nothing to extract")
+    return resolved
+
+
+def _check_gold_labels(scan: InputScan, schema: Schema) -> dict[str, int]:
+    """Gold labels the schema does not know (after its label map); none known at all is an error."""
+    if not scan.entity_labels or not schema.entity_types:
+        return {}
+    known = set(schema.entity_labels)
+    mapped: Counter[str] = Counter()
+    for label, n in scan.entity_labels.items():
+        mapped[schema.label_map.get(label, label)] += n
+    outside = {k: v for k, v in mapped.items() if k not in known}
+    if len(outside) == len(mapped):
+        raise SchemaError(f"none of the input's gold entity labels ({', '.join(sorted(mapped))}) is in the schema "
+                          f"({', '.join(schema.entity_labels)}): F1 would be 0 whatever the model does. Use the "
+                          f"corpus's labels, or a schema whose label_map maps them")
+    return outside
+
+
+def _aligned_batches(records: Iterable[Record], start: int, size: int) -> Iterator[list[Record]]:
+    """Batches whose boundaries fall on multiples of ``size`` counted from the input's first record."""
+    it = iter(records)
+    n = size - start % size
+    while True:
+        batch = [r for _, r in zip(range(n), it, strict=False)]
+        if not batch:
+            return
+        yield batch
+        n = size
+
+
+def _verify_done(output: Path, source: RecordSource, scan: InputScan, tally: _Tally, batch_size: int) -> int:
+    """Check the output is a prefix of the input, count it in the tally; returns its length."""
+    done = 0
+    gold_it = source.records(scan)
+    gold_batch: list[Record] = []
+    pred_batch: list[Record] = []
+    with open(output, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                raise ExtractError(f"{output}, line {lineno} is blank: the file was edited by hand; pass --overwrite")
+            item = _parse_line(raw)
+            if not isinstance(item, Record):
+                raise ExtractError(f"{output}, line {lineno} is not a prediction record ({item}); "
+                                   f"the file was changed by something else: pass --overwrite")
+            gold = next(gold_it, None)
+            if gold is None:
+                raise ExtractError(f"{output} has more predictions ({lineno}+) than the input has records "
+                                   f"({scan.total}): it was not written from this input; pass --overwrite")
+            if gold.id != item.id:
+                raise ExtractError(f"{output}, line {lineno} is record {item.id!r} but input record {done + 1} is "
+                                   f"{gold.id!r}: the output was not written from this input; pass --overwrite")
+            gold_batch.append(gold)
+            pred_batch.append(item)
+            done += 1
+            if len(pred_batch) >= batch_size:
+                tally.add(gold_batch, pred_batch, scan.has_gold)
+                gold_batch, pred_batch = [], []
+    if pred_batch:
+        tally.add(gold_batch, pred_batch, scan.has_gold)
+    return done
+
+
+def extract_file(
+    input: str | Path,
+    output: str | Path,
+    *,
+    schema: Schema | str | Path | Sequence[str] | None = None,
+    method: str = "icl",
+    template: str = "ner.ruie.v1",
+    backend: str = "auto",
+    model: str = "gemma-3-270m",
+    adapters: Mapping[str, str | Path] | None = None,
+    adapter: str | None = None,
+    demonstrations: str | None = None,
+    k: int = 4,
+    seed: int = 0,
+    batch_size: int = 32,
+    max_tokens: int = 128,
+    constrained: bool = True,
+    cache: str | Path | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    errors_path: str | Path | None = None,
+    data_root: str | None = None,
+    engine: Engine | None = None,
+    engine_factory: Callable[[], Engine] | None = None,
+    engine_options: Mapping[str, Any] | None = None,
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
+    ray_gpus_per_worker: float = 0.0,
+    ray_cpus_per_worker: float = 1.0,
+) -> ExtractSummary:
+    """Extract every record of ``input`` (JSONL file, records file or ``NAME:SPLIT``) into ``output``.
+
+    ``demonstrations`` (``None``: zero-shot) is a pool (records file or ``NAME:SPLIT``) from which
+    ``k`` demonstrations are drawn per record, seeded by ``seed``. ``engine`` injects a built engine
+    (its ``model_id`` is recorded as the model; ``cache`` then wraps it); ``engine_factory`` builds one per process
+    (needed with Ray); otherwise ``create_engine(backend, model, adapters, cache=cache,
+    **engine_options)``. ``limit`` extracts the first N valid records. ``ray_address`` (``"local"``
+    starts a local Ray) runs the batches on a Ray Data actor pool of ``ray_workers`` engines.
+    Raises :class:`ConfigMismatchError` when ``output`` was written with another configuration.
+    """
+    t0 = time.perf_counter()
+    if method not in METHODS:
+        raise ExtractError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    if batch_size < 1 or max_tokens < 1:
+        raise ExtractError(f"batch_size and max_tokens must be >= 1, got {batch_size} and {max_tokens}")
+    if limit is not None and limit < 0:
+        raise ExtractError(f"limit must be >= 0, got {limit}")
+    if engine is not None and ray_address is not None:
+        raise ExtractError("an engine instance cannot be shipped to Ray workers: pass engine_factory= instead")
+    adapters = {name: str(path) for name, path in (adapters or {}).items()}
+    if adapter is not None and engine is None and engine_factory is None and adapter not in adapters:
+        raise ExtractError(f"adapter {adapter!r} is not among the loaded adapters "
+                           f"({', '.join(adapters) or 'none: add --adapter NAME=PATH'})")
+    output = Path(output)
+    errors = Path(errors_path) if errors_path is not None else errors_file_path(output)
+    sidecar = sidecar_path(output)
+
+    source = RecordSource(str(input), data_root)
+    resolved_schema = resolve_schema(schema, source)
+    builder = PromptBuilder(template, resolved_schema)
+    demos = None
+    demos_config = None
+    if demonstrations is not None:
+        pool = load_pool(demonstrations, data_root)
+        demos = RandomDemonstrations(pool, k, seed)
+        pool_id = str(Path(demonstrations).resolve()) if Path(demonstrations).is_file() else demonstrations
+        demos_config = {"selector": "seeded-random", "pool": pool_id, "pool_size": len(pool),
+                        "pool_sha256": pool_fingerprint(pool), "k": k, "seed": seed}
+    if engine is not None and cache is not None:
+        from openie.engines.cache import CachedEngine
+
+        engine = CachedEngine(engine, cache)
+    if engine is not None:
+        backend_id, model_id = "injected", engine.model_id  # a cache or wrapper around it changes no output
+    else:
+        backend_id = "factory" if engine_factory is not None else backend
+        model_path = Path(model).expanduser()
+        model_id = str(model_path.resolve()) if model_path.exists() else model
+    adapter_hashes = {name: adapter_content_hash(path) for name, path in adapters.items()}
+    if adapter is not None and adapter not in adapter_hashes and engine is not None:
+        adapter_hashes[adapter] = engine.adapter_fingerprint(adapter)
+    config = {
+        "config_version": CONFIG_VERSION, "method": method, "task": builder.task, "template": builder.version,
+        "input": source.id, "backend": backend_id, "model": model_id, "adapters": adapter_hashes,
+        "adapter": adapter, "schema": resolved_schema.to_dict(), "demonstrations": demos_config,
+        "max_tokens": max_tokens, "temperature": 0.0, "constrained": constrained,
+        "engine_options": json.loads(json.dumps(dict(engine_options or {}), sort_keys=True, default=str)),
+    }
+    spec = ExtractorSpec(template, resolved_schema.to_dict(), backend, model, adapters, adapter,
+                         dict(engine_options or {}), max_tokens, batch_size, constrained, demonstrations, k, seed,
+                         data_root, str(cache) if cache is not None else None, engine_factory)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "a+b") as out:
+        _lock(out, output)
+        for stale in output.parent.glob(f"{sidecar.name}.tmp*"):  # a sidecar write cut by a kill
+            stale.unlink(missing_ok=True)
+        if overwrite:
+            out.truncate(0)
+        elif out.seek(0, os.SEEK_END) > 0:  # an empty output has nothing to protect
+            previous = _read_json(sidecar)
+            if previous is None or "config" not in previous:
+                raise ExtractError(f"{output} exists but {sidecar.name} does not: it was not written by openie "
+                                   f"extract (or the sidecar was removed); pass --overwrite to replace it")
+            diff = config_diff(previous["config"], config)
+            if diff:
+                raise ConfigMismatchError(output, diff)
+            _truncate_partial_line(out)
+
+        scan = source.scan(errors)
+        outside = _check_gold_labels(scan, resolved_schema)
+        total = scan.total if limit is None else min(scan.total, limit)
+        summary = ExtractSummary(str(output), input_records=scan.total, malformed_lines=scan.malformed,
+                                 gold_labels_outside_schema=outside,
+                                 errors_path=str(errors) if scan.malformed else None)
+        score_relations = builder.task == "re" and scan.relations > 0
+        tally = _Tally(resolved_schema, score_relations, summary)
+        state = {"config": config, "status": "running", "limit": limit, "input_records": scan.total,
+                 "malformed_lines": scan.malformed}
+        _write_json_atomic(sidecar, state)
+
+        has_output = os.fstat(out.fileno()).st_size > 0
+        done = _verify_done(output, source, scan, tally, batch_size) if has_output else 0
+        summary.resumed = done
+        pending = max(0, total - done)
+        counts = BatchCounts()
+        cached = False
+        t_loop = time.perf_counter()
+        if pending:
+            batches = _aligned_batches(source.records(scan, done, total), done, batch_size)
+            bar: Any = None
+            owned: Engine | None = None
+            try:
+                if ray_address is not None:
+                    from openie.experiments.ray_extract import ray_predict
+
+                    stream = ray_predict(spec, source, scan, done, done + pending, batches, address=ray_address,
+                                         workers=ray_workers, gpus_per_worker=ray_gpus_per_worker,
+                                         cpus_per_worker=ray_cpus_per_worker)
+                    cached = cache is not None
+                else:
+                    if engine is None:
+                        owned = spec.build_engine()
+                    extractor = spec.build(engine or owned, demos)
+                    cached = hasattr(getattr(extractor.engine, "stats", None), "hits")
+                    stream = ((b, *predict_batch(extractor, b)) for b in batches)
+                    t_loop = time.perf_counter()  # model loading is not extraction time
+                bar = tqdm(total=total, initial=done, desc="extract", unit="rec", disable=not show_progress,
+                           dynamic_ncols=True)
+                for gold, preds, batch_counts in stream:
+                    out.write("".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in preds).encode())
+                    out.flush()
+                    os.fsync(out.fileno())
+                    counts += batch_counts
+                    summary.processed += len(preds)
+                    tally.add(gold, preds, scan.has_gold)
+                    elapsed = max(time.perf_counter() - t_loop, 1e-9)
+                    bar.update(len(preds))
+                    bar.set_postfix_str(f"{counts.completion_tokens / elapsed:.0f} tok/s, "
+                                        f"{summary.parse_problems} problems", refresh=False)
+            finally:
+                if bar is not None:
+                    bar.close()
+                if owned is not None and hasattr(owned, "close"):
+                    owned.close()
+        loop_seconds = time.perf_counter() - t_loop if pending else 0.0
+
+    tally.finish(scan.has_gold)
+    summary.prompts, summary.prompt_tokens = counts.prompts, counts.prompt_tokens
+    summary.completion_tokens = counts.completion_tokens
+    if cached:
+        summary.cache_hits, summary.cache_misses = counts.cache_hits, counts.cache_misses
+    summary.extract_seconds = round(loop_seconds, 3)
+    summary.records_per_s = round(summary.processed / loop_seconds, 3) if loop_seconds else 0.0
+    summary.tokens_per_s = round(counts.completion_tokens / loop_seconds, 2) if loop_seconds else 0.0
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    complete = summary.records >= total
+    _write_json_atomic(sidecar, {**state, "status": "complete" if complete else "partial",
+                                 "summary": summary.to_dict()})
+    return summary

