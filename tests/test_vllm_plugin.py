@@ -190,3 +190,19 @@ def test_raw_vllm_without_the_plugin_shows_the_bug(raw_llm, restore_patch):
     if mixed[0] == mixed[2] == mixed[6] == base:
         pytest.skip("vLLM's own CPU LoRA ops no longer apply an adapter to base requests")
     assert mixed[0] != base
+
+
+def test_engine_starts_after_numba_is_loaded(tiny_decoder_path):
+    """llvmlite (numba, loaded by e.g. bm25s) once broke vLLM's kernel rebinding scan at start-up."""
+    pytest.importorskip("numba")
+    import llvmlite.binding  # noqa: F401
+
+    from openie.engines.base import GenerationRequest
+    from openie.engines.vllm_offline import VLLMEngine
+
+    engine = VLLMEngine(tiny_decoder_path, dtype="float32", max_model_len=128, kv_cache_memory_bytes=32 * 2**20)
+    try:
+        assert engine.generate([GenerationRequest(prompt="Hello", max_tokens=3)])[0].completion_tokens > 0
+    finally:
+        engine.close()
+    assert vllm_plugin.patch_kernel_rebinding() is False  # already patched: idempotent

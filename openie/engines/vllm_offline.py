@@ -103,6 +103,9 @@ class VLLMEngine:
             self._check_adapter(name, path)
             self._adapters[name] = Path(path).expanduser().resolve()
 
+        from openie.engines.vllm_plugin import patch_kernel_rebinding
+
+        patch_kernel_rebinding()  # start-up must not depend on which other libraries are loaded
         on_cpu = _on_cpu()
         self.on_cpu = on_cpu
         if on_cpu:

@@ -49,7 +49,12 @@ def _originals() -> dict[str, Callable[..., Any]]:
 
 
 def register() -> None:
-    """Entry point of the ``vllm.general_plugins`` group: patch the CPU LoRA ops on CPU only."""
+    """Entry point of the ``vllm.general_plugins`` group: patch the CPU LoRA ops on CPU only.
+
+    On every platform it also makes vLLM's kernel rebinding scan survive modules it does not
+    expect (see ``patch_kernel_rebinding``).
+    """
+    patch_kernel_rebinding()
     try:
         from vllm.platforms import current_platform
 
@@ -61,6 +66,50 @@ def register() -> None:
         _logger().debug("%s: not on the CPU platform, nothing to patch", PLUGIN_NAME)
         return
     patch_cpu_lora_ops()
+
+
+def patch_kernel_rebinding() -> bool:
+    """vLLM 0.32 rebinds Triton kernels by scanning every object of every loaded module and reading
+    ``vars(obj).get("kernel")``; objects whose ``vars()`` is no dict (llvmlite's ``_lib_fn_wrapper``,
+    loaded whenever numba is, e.g. by bm25s) make engine start-up fail with an AttributeError.
+    The replacement skips such objects and is otherwise the same scan. Returns True if patched now.
+    """
+    try:
+        dispatcher = importlib.import_module("vllm.triton_utils.dispatcher")
+    except ImportError:  # another vLLM layout: nothing to fix
+        return False
+    current = getattr(dispatcher, "_rebind_kernels", None)
+    if current is None or getattr(current, _MARK, False):
+        return False
+
+    def _rebind_kernels(overrides):
+        originals = {id(original): wrapper for original, wrapper in overrides}
+        for module in list(sys.modules.values()):
+            namespace = getattr(module, "__dict__", None)
+            if not isinstance(namespace, dict):
+                continue
+            for attr, value in list(namespace.items()):
+                wrapper = originals.get(id(value))
+                if wrapper is not None:
+                    setattr(module, attr, wrapper)
+                    continue
+                try:
+                    own = vars(value)
+                except TypeError:
+                    continue
+                if not isinstance(own, dict):
+                    continue
+                wrapper = originals.get(id(own.get("kernel")))
+                if wrapper is None:
+                    continue
+                value.kernel = wrapper
+                if not isinstance(value, type):
+                    value.__dict__.pop("_kernel_arg_names", None)
+
+    setattr(_rebind_kernels, _MARK, True)
+    dispatcher._rebind_kernels = _rebind_kernels
+    _logger().info("%s: vLLM's kernel rebinding now skips objects without an instance dict", PLUGIN_NAME)
+    return True
 
 
 def is_patched() -> bool:
