@@ -95,3 +95,14 @@ def test_concurrent_writers_share_one_file(tmp_path):
     reader = CachedEngine(ScriptedEngine([]), path)
     out = reader.generate([GenerationRequest(prompt=f"{k}-{i}-{j}") for k in range(3) for i in range(20) for j in range(5)])
     assert reader.stats.hits == 300 and out[0].text == "0-0-0"
+
+
+def test_backend_extras_pass_through_and_copy_does_not_recurse(tmp_path):
+    import copy
+
+    inner = _engine()
+    inner.max_model_len = 77
+    cached = CachedEngine(inner, tmp_path / "c.sqlite")
+    assert cached.max_model_len == 77
+    shallow = copy.copy(cached)
+    assert shallow.engine is inner

@@ -44,7 +44,9 @@ class CachedEngine:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, kind TEXT, value TEXT)")
 
-    def __getattr__(self, name: str):  # expose backend extras (tokenizer, close, max_model_len ...)
+    def __getattr__(self, name: str):  # expose backend extras (tokenizer, max_model_len ...)
+        if name == "engine":  # not set yet (copy/unpickle): no recursion through __getattr__
+            raise AttributeError(name)
         return getattr(self.engine, name)
 
     def adapter_fingerprint(self, name: str | None) -> str:
