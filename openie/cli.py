@@ -141,9 +141,15 @@ def extract_cmd(
     model: Annotated[str, typer.Option(help="Base model: embedded name, HF id or path.")] = "gemma-3-270m",
     adapter: Annotated[list[str] | None, typer.Option("--adapter", help="Load a LoRA adapter NAME=PATH (repeatable).")] = None,
     use_adapter: Annotated[str | None, typer.Option(help="Adapter to extract with (default: the base model).")] = None,
-    demos: Annotated[str | None, typer.Option(help="Few-shot: demonstration pool (records file or NAME:SPLIT).")] = None,
+    demos: Annotated[list[str] | None, typer.Option(help="Few-shot: demonstration pool (records file or NAME:SPLIT; repeat for one unified pool).")] = None,
     k: Annotated[int, typer.Option("--k", help="Demonstrations per record.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the demonstration draw.")] = 0,
+    method: Annotated[str, typer.Option(help="icl, or ruie (demonstrations from a fitted RUIE retriever, --retriever-path).")] = "icl",
+    retriever: Annotated[str, typer.Option(help="Demonstration selection: random, bm25, bm25s, dense, entity_knn, ruie, saved.")] = "random",
+    retriever_path: Annotated[Path | None, typer.Option(help="RUIE work folder (ruie) or saved retriever (saved).")] = None,
+    retriever_option: Annotated[list[str] | None, typer.Option(help="Retriever keyword KEY=VALUE (JSON values), e.g. model=minilm.")] = None,
+    rerank: Annotated[Path | None, typer.Option(help="Rerank the retriever's top candidates with this reward model / cross-encoder.")] = None,
+    rerank_candidates: Annotated[int | None, typer.Option(help="First-stage candidates to rerank (default 100).")] = None,
     batch_size: Annotated[int, typer.Option(help="Records per engine call (and per fsync'ed write).")] = 32,
     max_tokens: Annotated[int, typer.Option(help="Generated tokens per prompt at most.")] = 128,
     cache: Annotated[Path | None, typer.Option(help="Engine cache (SQLite); default $OPENIE_HOME/cache/generate.sqlite.")] = None,
@@ -172,8 +178,20 @@ def extract_cmd(
                 raise ValueError(f"--adapter takes NAME=PATH, got {item!r}")
             adapters[name.strip()] = path.strip()
         cache_path = None if no_cache else (cache or openie_home() / "cache" / "generate.sqlite")
-        summary = extract_file(input, output, schema=schema, template=template, backend=backend, model=model,
-                               adapters=adapters, adapter=use_adapter, demonstrations=demos, k=k, seed=seed,
+        options = {}
+        for item in retriever_option or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--retriever-option takes KEY=VALUE, got {item!r}")
+            try:
+                options[key.strip()] = json.loads(value)
+            except json.JSONDecodeError:
+                options[key.strip()] = value
+        pool = demos[0] if demos and len(demos) == 1 else (demos or None)
+        summary = extract_file(input, output, schema=schema, method=method, template=template, backend=backend,
+                               model=model, adapters=adapters, adapter=use_adapter, demonstrations=pool, k=k, seed=seed,
+                               retriever=retriever, retriever_path=retriever_path, retriever_options=options,
+                               rerank=rerank, rerank_candidates=rerank_candidates,
                                batch_size=batch_size, max_tokens=max_tokens, cache=cache_path, limit=limit,
                                overwrite=overwrite, show_progress=progress, data_root=data_root,
                                ray_address=ray_address, ray_workers=workers, ray_gpus_per_worker=gpus_per_worker,
@@ -394,6 +412,42 @@ def experiment_report(
     except (OpenIEError, OSError, ValueError) as err:
         _fail(err)
     typer.echo(f"{len(rep.rows)} cells -> {rep.markdown}, {rep.csv}, {', '.join(str(p) for p in rep.plots)}")
+
+
+ruie_app = typer.Typer(help="RUIE: train a demonstration retriever from LLM preferences (resumable stages).",
+                       no_args_is_help=True)
+app.add_typer(ruie_app, name="ruie")
+
+
+@ruie_app.command("fit")
+def ruie_fit(
+    config: Annotated[Path, typer.Argument(help="RUIE fit config (YAML: ruie, engine, workdir, cache).")],
+    workdir: Annotated[Path | None, typer.Option(help="Work folder (default: the config's workdir).")] = None,
+    until: Annotated[str, typer.Option(help="Stop after this stage.")] = "evaluation",
+    data_root: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Run or resume queries -> candidates -> LLM preferences -> reward model -> distilled retriever -> evaluation."""
+    from openie.methods.ruie import RUIE, load_fit_plan
+
+    try:
+        plan = load_fit_plan(config, workdir)
+        ruie = RUIE(plan.workdir, plan.config, data_root=data_root)
+        report = ruie.fit(plan.create_engine(), until=until)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps(report, indent=2))
+
+
+@ruie_app.command("status")
+def ruie_status(workdir: Annotated[Path, typer.Argument(help="A RUIE work folder.")]) -> None:
+    """Which stages are done, with their wall-clock seconds."""
+    from openie.methods.ruie import RUIE
+
+    ruie = RUIE(workdir)
+    times_path = workdir / "timings.json"
+    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    for stage, state in ruie.status().items():
+        typer.echo(f"{stage:<12} {state:<5} {times.get(stage, '')}")
 
 
 @app.command("quickstart")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -416,3 +416,40 @@ def dataset_stats(records: Iterable[Record]) -> DatasetStats:
         stats.entities.update(e.label for e in record.entities)
         stats.relations.update(r.label for r in record.relations)
     return stats
+
+
+# --- demonstration pools ------------------------------------------------------------------------
+
+def dataset_tasks(name: str) -> list[str]:
+    """The extraction tasks a corpus is annotated for, e.g. ``["ner", "re"]`` for conll04."""
+    return get_dataset(name).task.split("+")
+
+
+def load_pool(sources: str | Sequence[str], *, tasks: Sequence[str] | None = None,
+              data_root: str | Path | None = None) -> list[Record]:
+    """One demonstration pool from several corpora, tagged for task-filtered retrieval (RUIE's unified pool).
+
+    ``sources`` are ``NAME:SPLIT`` of registered corpora. Each record is tagged with
+    ``meta["dataset"]``, ``meta["task"]`` and ``meta["schema"]`` (``{task: [label, ...]}``), so a
+    demonstration from another corpus is shown with its own label set. A corpus annotated for
+    several tasks (conll04: ner+re) contributes each sentence once per task; ``tasks`` keeps only
+    those tasks.
+    """
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    pool: list[Record] = []
+    for source in sources:
+        name, sep, split = source.partition(":")
+        if not sep:
+            raise UnknownNameError("demonstration pool (NAME:SPLIT)", source, list_datasets())
+        schema = dataset_schema(name)
+        labels = {"ner": schema.entity_labels, "re": schema.relation_labels}
+        records = load_dataset(name, split, data_root=data_root)
+        for task in dataset_tasks(name):
+            if tasks is not None and task not in tasks:
+                continue
+            for r in records:
+                tagged = Record.from_dict(r.to_dict())
+                tagged.meta = {**r.meta, "dataset": name, "task": task,
+                               "schema": {t: list(v) for t, v in labels.items() if t in dataset_tasks(name)}}
+                pool.append(tagged)
+    return pool

@@ -193,8 +193,8 @@ def build_tiny_bert(path: str | Path, *, hidden_size: int = 32, num_layers: int 
     return path
 
 
-__all__ = ["CHATML_TEMPLATE", "EOS_TOKEN", "build_tiny_bert", "build_tiny_decoder", "build_tiny_tokenizer",
-           "tiny_corpus"]
+__all__ = ["CHATML_TEMPLATE", "EOS_TOKEN", "TOY_SCHEMA", "build_tiny_bert", "build_tiny_decoder", "build_tiny_tokenizer",
+           "tiny_corpus", "toy_pool", "toy_preference"]
 
 
 def build_random_lora(base: str | Path, path: str | Path, seed: int = 0, *, rank: int = 8, scale: float = 1.0,
@@ -219,3 +219,66 @@ def build_random_lora(base: str | Path, path: str | Path, seed: int = 0, *, rank
                     p.mul_(scale)
     peft.save_pretrained(path)
     return Path(path)
+
+
+# --------------------------------------------------------------------------- a toy labelled pool
+
+_NAMES = ("Anna", "Boris", "Carla", "Dmitri", "Elena", "Farid", "Greta", "Hiro")
+_CITIES = ("Paris", "Lima", "Oslo", "Kyoto", "Cairo", "Quito")
+_ORGS = ("Siemens", "Oxfam", "Nokia", "Airbus", "Unesco")
+_PRODUCTS = ("Walkman", "Kindle", "Segway", "Vespa")
+TOY_SCHEMA = {"ner": ["person", "location", "organization", "product"], "re": ["lives_in", "works_for"]}
+
+
+def toy_pool(n: int, seed: int = 0, *, relations: bool = False, dataset: str = "toy") -> list:
+    """``n`` labelled sentences of three kinds (person-location, person-organization, product-organization).
+
+    Tagged like ``openie.datasets.load_pool`` output (dataset, task, schema); with ``relations`` the
+    first two kinds also appear as RE examples (``lives_in`` / ``works_for``). Retriever training
+    tests use it with ``toy_preference``: demonstrations of the query's kind help most.
+    """
+    from openie.records import Entity, Record, Relation
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            parts = [(rng.choice(_NAMES), "person"), " visited ", (rng.choice(_CITIES), "location"), " last year ."]
+        elif kind == 1:
+            parts = [(rng.choice(_NAMES), "person"), " joined ", (rng.choice(_ORGS), "organization"), f" in {1990 + i} ."]
+        else:
+            parts = ["The ", (rng.choice(_PRODUCTS), "product"), " was sold by ", (rng.choice(_ORGS), "organization"), " ."]
+        text, entities = "", []
+        for part in parts:
+            if isinstance(part, tuple):
+                entities.append(Entity(len(text), len(text) + len(part[0]), part[1], part[0]))
+                text += part[0]
+            else:
+                text += part
+        meta = {"dataset": dataset, "task": "ner", "schema": dict(TOY_SCHEMA), "kind": kind}
+        out.append(Record(f"{dataset}-{seed}-{i}", text, entities=entities, meta=meta))
+        if relations and kind < 2:
+            rel = Relation(entities[0], entities[1], "lives_in" if kind == 0 else "works_for")
+            out.append(Record(f"{dataset}-{seed}-{i}", text, entities=entities, relations=[rel],
+                              meta={**meta, "task": "re"}))
+    return out
+
+
+def toy_preference(request) -> float:
+    """A scripted LLM preference for ``toy_pool`` (``ScriptedEngine(scores=toy_preference)``).
+
+    The per-word mean log-likelihood it yields is the Jaccard overlap of the gold answer's labels
+    with the candidate's (the first ``Output:`` line of the context) minus 1: same-kind
+    demonstrations score 0, unrelated ones -1.
+    """
+    import re
+
+    def labels(answer: str) -> set[str]:
+        return {item.split(":")[0].strip() for item in answer.split(";") if ":" in item}
+
+    outputs = re.findall(r"^Output: (.+)$", request.context, flags=re.M)
+    query, candidate = labels(request.continuation), labels(outputs[0]) if outputs else set()
+    union = query | candidate
+    mean = (len(query & candidate) / len(union) if union else 0.0) - 1.0
+    return mean * max(1, len(request.continuation.split()))

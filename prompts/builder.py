@@ -45,7 +45,8 @@ class PromptBuilder:
     """(task, schema, demonstrations, record) -> prompts, and model text -> grounded annotations.
 
     ``demonstrations`` are given most relevant first (as retrievers rank them); the prompt shows
-    them most relevant *last*, closest to the query. When ``max_prompt_tokens`` is set, the least
+    them most relevant *last*, closest to the query. A demonstration from another corpus
+    (``meta["schema"]`` of a pool from ``openie.datasets.load_pool``) shows its own label set. When ``max_prompt_tokens`` is set, the least
     relevant demonstrations are dropped until the prompt fits; the query is never cut.
     ``count_tokens`` defaults to whitespace words, pass a tokenizer-based counter for exact budgets.
     """
@@ -107,7 +108,8 @@ class PromptBuilder:
             if self.task != "eae":
                 names = {"ner": self.schema.entity_labels, "re": self.schema.relation_labels,
                          "ed": self.schema.event_labels}[self.task]
-                order = self._schema_order(names, record.id)
+                own = record.meta.get("schema", {}).get(self.task) if with_output else None
+                order = self._schema_order(list(own) if own else names, record.id)
             block["schema"] = fmt.schema_text(self.schema, self.task, record, event, order)  # type: ignore[attr-defined]
         if with_output:
             block["output"] = (fmt.linearize(record, self.task, event, label=label)  # type: ignore[call-arg]

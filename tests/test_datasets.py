@@ -142,3 +142,14 @@ def test_wnut16_installs_from_pypi_and_needs_no_data_root(monkeypatch, tmp_path)
     assert len(records) == 2394  # sentences end at a line holding a lone tab
     assert sum(len(r.entities) for r in records) == 1496
     assert all(r.check_offsets() == [] for r in records)
+
+
+def test_load_pool_repeats_multi_task_corpora_once_per_task(shared_data):
+    from openie.datasets import load_pool
+
+    pool = load_pool("conll04:train")
+    ner = [r for r in pool if r.meta["task"] == "ner"]
+    re_ = [r for r in pool if r.meta["task"] == "re"]
+    assert len(ner) == len(re_) == len(load_dataset("conll04", "train"))
+    assert ner[0].meta["schema"]["re"] == ["Work_For", "Kill", "OrgBased_In", "Live_In", "Located_In"]
+    assert len(load_pool(["conll04:train"], tasks=["re"])) == len(re_)

@@ -77,8 +77,9 @@ def test_a_cells_resolved_config_round_trips_to_the_same_run(tmp_path):
     assert again.cell.name == cell.name and again.cell.values == {"demonstrations.k": 3}
     assert load_config(out)[0].name == cell.name
     saved = yaml.safe_load(out.read_text())
-    assert "grid" not in saved and saved["demonstrations"] == {"strategy": "random", "pool": "wnut16:train",
-                                                               "k": 3, "seed": 0}
+    assert "grid" not in saved and saved["demonstrations"] == {
+        "strategy": "random", "pool": "wnut16:train", "k": 3, "seed": 0, "options": {}, "path": None,
+        "rerank": None, "candidates": None, "label": None}
 
 
 def test_hash_ignores_names_and_cache_but_not_what_changes_outputs(tmp_path):
@@ -110,7 +111,7 @@ def test_inline_schema_maps_labels_to_descriptions(tmp_path):
     ("modle: x\n", "modle", 1, "unknown key"),
     ("engine:\n  backend: hff\n", "engine.backend", 2, "did you mean 'hf'"),
     ("demonstrations:\n  k: -1\n", "demonstrations.k", 2, "at least 0"),
-    ("demonstrations:\n  strategy: none\n  k: 2\n", "demonstrations.k", 3, "needs strategy 'random'"),
+    ("demonstrations:\n  strategy: none\n  k: 2\n", "demonstrations.k", 3, "needs a strategy other than 'none'"),
     ("demonstrations:\n  pool: wnut16:dev\n  k: 2\n", "demonstrations.pool", 2, "split of wnut16"),
     ("sample: many\n", "sample", 1, "expected an integer"),
     ("method:\n  constrained: yes please\n", "method.constrained", 2, "true/false"),

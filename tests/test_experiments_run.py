@@ -16,7 +16,8 @@ from openie.datasets import load_dataset
 from openie.engines.scripted import ScriptedEngine
 from openie.experiments.grid import load_config
 from openie.experiments.report import collect_cells, write_report
-from openie.experiments.run import RandomDemonstrations, evaluation_records, read_predictions, run_experiment
+from openie.experiments.run import evaluation_records, read_predictions, run_experiment
+from openie.methods.icl import RandomDemonstrations
 from openie.records import Entity, Record
 
 REPO = Path(__file__).resolve().parents[1]

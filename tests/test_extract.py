@@ -381,3 +381,25 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tiny_d
             assert g == w, f"record {i} differs after {kills} kills"
     print(f"{kills} SIGKILLs over {rounds} rounds in {time.perf_counter() - t0:.1f} s; lines at kill: {cut_lines}")
     assert len(set(cut_lines)) > 5  # the kills landed at many different points
+
+
+def test_retrieved_demonstrations_are_recorded_and_change_the_configuration(records_file, tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(corpus(30, seed=1), pool)
+    out = tmp_path / "bm25.jsonl"
+    engine = ScriptedEngine(tag_capitalised)
+    run(records_file, out, engine=engine, demonstrations=str(pool), k=2, retriever="bm25")
+    cfg = json.loads((tmp_path / "bm25.jsonl.run.json").read_text())["config"]["demonstrations"]
+    assert cfg["selector"] == "bm25" and cfg["k"] == 2 and cfg["pool"] == [str(pool.resolve())]
+    from retrievers import BM25Retriever
+
+    bm25 = BM25Retriever()
+    bm25.index(read_jsonl(pool))
+    for pred, gold in zip(read_jsonl(out), read_jsonl(records_file), strict=True):
+        assert pred.meta["demo_ids"] == [r.id for r, _ in bm25.retrieve(gold.without_annotations(), 2)]
+    with pytest.raises(ConfigMismatchError, match="demonstrations"):
+        run(records_file, out, demonstrations=str(pool), k=2, retriever="bm25s")
+    with pytest.raises(ExtractError, match="needs the fitted RUIE work folder"):
+        run(records_file, tmp_path / "r.jsonl", method="ruie")
+    with pytest.raises(ExtractError, match="needs path="):
+        run(records_file, tmp_path / "s.jsonl", demonstrations=str(pool), retriever="saved")

@@ -107,3 +107,16 @@ def test_chat_prompts_and_request_fields():
 
 def test_render_one_liner():
     assert render("ner.json.v1", _rec(1), _schema()).endswith("Text: Ada Lovelace was born in London .\nJSON:")
+
+
+def test_a_demonstration_from_another_corpus_shows_its_own_label_set():
+    from openie.records import Entity, Record
+    from openie.schema import Schema
+    from prompts.builder import PromptBuilder
+
+    demo = Record("d", "Anna lives in Oslo", entities=[Entity(0, 4, "person", "Anna")],
+                  meta={"schema": {"ner": ["person", "location"]}})
+    builder = PromptBuilder("ner.ruie.v1", Schema.from_dict({"entities": ["algorithm", "researcher"]}))
+    text = builder.render(Record("q", "Hinton studied backpropagation"), [demo])
+    assert "Schema: ['person', 'location']\nInput: \"Anna lives in Oslo\"" in text
+    assert text.rstrip().endswith("Schema: ['algorithm', 'researcher']\nInput: \"Hinton studied backpropagation\"\nOutput:")

@@ -51,7 +51,7 @@ from openie.errors import OpenIEError
 TASKS = ("ner", "re")
 METHODS = ("icl",)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-STRATEGIES = ("none", "random")
+STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
 DEFAULT_SEEDS = (0,)
 # Keys that describe a run but do not change its outputs: left out of the config hash.
 _NOT_HASHED = ("name", "description", "cache", "data_root", "grid", "cell")
@@ -107,13 +107,35 @@ class EngineConfig:
 
 @dataclass
 class DemonstrationsConfig:
-    """``k`` demonstrations per record drawn at random from ``pool`` (``NAME:SPLIT`` or a records
-    file; default: the dataset's ``train`` split). ``seed`` defaults to the run seed. ``k: 0`` is zero-shot."""
+    """``k`` demonstrations per record from ``pool`` (``NAME:SPLIT``, a records file, or a list of
+    them as one unified pool; default: the dataset's ``train`` split). ``k: 0`` is zero-shot.
+
+    ``strategy``: ``random`` (seeded by ``seed``, default the run seed), a retriever (``bm25``,
+    ``bm25s``, ``dense``, ``entity_knn``; keyword ``options`` go to it), ``ruie`` (``path``: a
+    fitted RUIE work folder) or ``saved`` (``path``: a saved retriever). ``rerank``: a trained
+    reward-model / cross-encoder folder reranking the first stage's top ``candidates`` (100).
+    """
 
     strategy: str = "random"
-    pool: str | None = None
+    pool: str | list[str] | None = None
     k: int = 0
     seed: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    rerank: str | None = None
+    candidates: int | None = None
+    label: str | None = None  # a name for reports and cell folders; changes no output
+
+    @property
+    def pool_sources(self) -> list[str]:
+        return [] if self.pool is None else [self.pool] if isinstance(self.pool, str) else list(self.pool)
+
+    def spec(self, task: str, data_root: str | None = None):
+        """The :class:`~openie.methods.demonstrations.DemonstrationSpec` the runner builds a selector from."""
+        from openie.methods.demonstrations import DemonstrationSpec
+
+        return DemonstrationSpec(self.strategy, tuple(self.pool_sources), self.k, self.seed or 0, dict(self.options),
+                                 self.path, self.rerank, self.candidates, task, data_root)
 
 
 @dataclass
@@ -204,6 +226,7 @@ class ExperimentConfig:
         d = self.to_dict()
         for k in _NOT_HASHED:
             d.pop(k, None)
+        d["demonstrations"].pop("label", None)
         return _without_nulls(d)
 
     def config_hash(self) -> str:
@@ -223,6 +246,10 @@ class ExperimentConfig:
                    "template": default_registry().get(self.method.template).version,
                    "schema": self.load_schema().to_dict(),
                    "adapters": {n: _adapter_hash(p) for n, p in sorted(self.engine.adapters.items())}}
+        if self.demonstrations.k and (self.demonstrations.path or self.demonstrations.rerank):
+            from openie.methods.demonstrations import spec_fingerprints
+
+            payload["demonstration_models"] = spec_fingerprints(self.demonstrations.spec(self.task, self.data_root))
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -284,8 +311,14 @@ def map_paths(d: dict[str, Any], fn) -> None:
         if isinstance(eng.get("model"), str) and _is_local_model(eng["model"]):
             eng["model"] = fn(eng["model"])
     demos = d.get("demonstrations")
-    if isinstance(demos, dict) and isinstance(demos.get("pool"), str) and _is_file_pool(demos["pool"]):
-        demos["pool"] = fn(demos["pool"])
+    if isinstance(demos, dict):
+        if isinstance(demos.get("pool"), str) and _is_file_pool(demos["pool"]):
+            demos["pool"] = fn(demos["pool"])
+        elif isinstance(demos.get("pool"), list):
+            demos["pool"] = [fn(p) if isinstance(p, str) and _is_file_pool(p) else p for p in demos["pool"]]
+        for key in ("path", "rerank"):
+            if isinstance(demos.get(key), str):
+                demos[key] = fn(demos[key])
 
 
 def _is_file_pool(pool: str) -> bool:
@@ -532,15 +565,32 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
     if d.k < 0:
         raise ctx.error(("demonstrations", "k"), f"must be at least 0, got {d.k}")
     if d.strategy == "none" and d.k > 0:
-        raise ctx.error(("demonstrations", "k"), f"k={d.k} needs strategy 'random' (strategy is 'none')")
-    if d.pool is not None:
-        name, sep, split = d.pool.partition(":")
-        if not _is_file_pool(d.pool):
-            _choice(split, list(get_dataset(name).splits), ("demonstrations", "pool"), ctx, f"split of {name}")
-        elif not Path(d.pool).is_file():
-            raise ctx.error(("demonstrations", "pool"), f"{d.pool!r} is neither NAME:SPLIT of a registered "
-                                                        "dataset nor an existing records file")
-    elif d.k > 0 and "train" not in spec.splits:
+        raise ctx.error(("demonstrations", "k"), f"k={d.k} needs a strategy other than 'none'")
+    if d.k > 0:
+        if d.strategy in ("ruie", "saved") and not d.path:
+            raise ctx.error(("demonstrations", "path"), f"strategy {d.strategy!r} needs path: "
+                                                        "a RUIE work folder (openie ruie fit) or a saved retriever")
+        if d.path is not None and not Path(d.path).is_dir():
+            hint = " (run openie ruie fit first)" if d.strategy == "ruie" else ""
+            raise ctx.error(("demonstrations", "path"), f"folder {d.path} does not exist{hint}")
+        if d.rerank is not None:
+            if d.strategy in ("none", "random"):
+                raise ctx.error(("demonstrations", "rerank"), f"rerank needs a retrieval strategy, not {d.strategy!r}")
+            if not Path(d.rerank).is_dir():
+                raise ctx.error(("demonstrations", "rerank"), f"reranker folder {d.rerank} does not exist")
+        if d.candidates is not None and d.candidates < d.k:
+            raise ctx.error(("demonstrations", "candidates"), f"must be at least k={d.k}, got {d.candidates}")
+        if d.options and d.strategy not in ("bm25", "bm25s", "dense", "entity_knn", "saved"):
+            raise ctx.error(("demonstrations", "options"), f"strategy {d.strategy!r} takes no options")
+    for i, source in enumerate(d.pool_sources):
+        where = ("demonstrations", "pool") if isinstance(d.pool, str) else ("demonstrations", "pool", f"[{i}]")
+        name, sep, split = source.partition(":")
+        if not _is_file_pool(source):
+            _choice(split, list(get_dataset(name).splits), where, ctx, f"split of {name}")
+        elif not Path(source).is_file():
+            raise ctx.error(where, f"{source!r} is neither NAME:SPLIT of a registered dataset nor an existing "
+                                   "records file")
+    if d.pool is None and d.k > 0 and d.strategy != "saved" and "train" not in spec.splits:
         raise ctx.error(("demonstrations", "pool"), f"no pool given and dataset {cfg.dataset!r} has no train "
                                                     f"split; set demonstrations.pool to NAME:SPLIT")
 
@@ -570,9 +620,9 @@ def resolve_defaults(cfg: ExperimentConfig) -> ExperimentConfig:
     """Fill what defaults depend on: the demonstration pool and seed; zero-shot forgets its pool."""
     d = cfg.demonstrations
     if d.k == 0:
-        cfg.demonstrations = DemonstrationsConfig(strategy="none", pool=None, k=0, seed=None)
+        cfg.demonstrations = DemonstrationsConfig(strategy="none", pool=None, k=0, seed=None, label="none")
     else:
-        if d.pool is None:
+        if d.pool is None and d.strategy != "saved":
             d.pool = f"{cfg.dataset}:train"
         if d.seed is None:
             d.seed = cfg.seed

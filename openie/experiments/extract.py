@@ -45,13 +45,14 @@ from tqdm.auto import tqdm
 
 from openie.engines.base import Engine, adapter_content_hash
 from openie.errors import OpenIEError, SchemaError
-from openie.methods.icl import InContextExtractor, RandomDemonstrations
+from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector, spec_fingerprints
+from openie.methods.icl import Demonstrations, InContextExtractor, RandomDemonstrations
 from openie.metrics import entity_scores, relation_scores
 from openie.records import Event, Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
 
-METHODS = ("icl",)
+METHODS = ("icl", "ruie")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
 INDEX_EVERY = 1024  # a byte offset is kept every this many valid records (Ray workers seek to them)
 CONFIG_VERSION = 1
@@ -284,6 +285,7 @@ class ExtractorSpec:
     data_root: str | None = None
     cache: str | None = None
     engine_factory: Callable[[], Engine] | None = None  # instead of create_engine (tests, custom engines)
+    selection: DemonstrationSpec | None = None  # a retriever instead of random draws from ``demonstrations``
 
     def build_engine(self) -> Engine:
         if self.engine_factory is not None:
@@ -292,13 +294,15 @@ class ExtractorSpec:
 
         return create_engine(self.backend, self.model, self.adapters or None, cache=self.cache, **self.engine_options)
 
-    def build_demonstrations(self) -> RandomDemonstrations | None:
+    def build_demonstrations(self) -> Demonstrations | None:
+        if self.selection is not None:
+            return demonstration_selector(self.selection)
         if self.demonstrations is None:
             return None
         return RandomDemonstrations(load_pool(self.demonstrations, self.data_root), self.k, self.seed)
 
     def build(self, engine: Engine | None = None,
-              demonstrations: RandomDemonstrations | None = None) -> InContextExtractor:
+              demonstrations: Demonstrations | None = None) -> InContextExtractor:
         builder = PromptBuilder(self.template, Schema.from_dict(self.schema))
         return InContextExtractor(engine or self.build_engine(), builder,
                                   demonstrations=demonstrations or self.build_demonstrations(),
@@ -620,9 +624,14 @@ def extract_file(
     model: str = "gemma-3-270m",
     adapters: Mapping[str, str | Path] | None = None,
     adapter: str | None = None,
-    demonstrations: str | None = None,
+    demonstrations: str | Sequence[str] | None = None,
     k: int = 4,
     seed: int = 0,
+    retriever: str = "random",
+    retriever_path: str | Path | None = None,
+    retriever_options: Mapping[str, Any] | None = None,
+    rerank: str | Path | None = None,
+    rerank_candidates: int | None = None,
     batch_size: int = 32,
     max_tokens: int = 128,
     constrained: bool = True,
@@ -642,8 +651,13 @@ def extract_file(
 ) -> ExtractSummary:
     """Extract every record of ``input`` (JSONL file, records file or ``NAME:SPLIT``) into ``output``.
 
-    ``demonstrations`` (``None``: zero-shot) is a pool (records file or ``NAME:SPLIT``) from which
-    ``k`` demonstrations are drawn per record, seeded by ``seed``. ``engine`` injects a built engine
+    ``demonstrations`` (``None``: zero-shot) is a pool (records file or ``NAME:SPLIT``, or a list of
+    them as one pool) from which ``k`` demonstrations are drawn per record, seeded by ``seed``, or
+    retrieved: ``retriever`` names a strategy of ``openie.methods.demonstrations`` (``bm25``,
+    ``bm25s``, ``dense``, ``entity_knn`` with ``retriever_options``; ``ruie`` or ``saved`` with
+    ``retriever_path``), optionally reranked by ``rerank`` (a reward model or cross-encoder folder).
+    ``method="ruie"`` is in-context extraction with a fitted RUIE work folder (``retriever_path``)
+    as the retriever; its pool defaults to the one it was trained on. ``engine`` injects a built engine
     (its ``model_id`` is recorded as the model; ``cache`` then wraps it); ``engine_factory`` builds one per process
     (needed with Ray); otherwise ``create_engine(backend, model, adapters, cache=cache,
     **engine_options)``. ``limit`` extracts the first N valid records. ``ray_address`` (``"local"``
@@ -670,14 +684,36 @@ def extract_file(
     source = RecordSource(str(input), data_root)
     resolved_schema = resolve_schema(schema, source)
     builder = PromptBuilder(template, resolved_schema)
-    demos = None
+    demos: Demonstrations | None = None
     demos_config = None
-    if demonstrations is not None:
+    selection = None
+    if method == "ruie":
+        if retriever_path is None:
+            raise ExtractError("method 'ruie' needs the fitted RUIE work folder (--retriever-path DIR; "
+                               "openie ruie fit makes one)")
+        retriever = "ruie"
+        if demonstrations is None:
+            from openie.methods.ruie import RUIE
+
+            demonstrations = list(RUIE(retriever_path).config.pool)
+    if demonstrations is not None and retriever == "random" and isinstance(demonstrations, str):
         pool = load_pool(demonstrations, data_root)
         demos = RandomDemonstrations(pool, k, seed)
         pool_id = str(Path(demonstrations).resolve()) if Path(demonstrations).is_file() else demonstrations
         demos_config = {"selector": "seeded-random", "pool": pool_id, "pool_size": len(pool),
                         "pool_sha256": pool_fingerprint(pool), "k": k, "seed": seed}
+    elif demonstrations is not None or retriever == "saved":
+        sources = [demonstrations] if isinstance(demonstrations, str) else list(demonstrations or [])
+        sources = [str(Path(p).resolve()) if Path(p).is_file() else p for p in sources]
+        try:
+            selection = DemonstrationSpec(retriever, tuple(sources), k, seed, dict(retriever_options or {}),
+                                          str(Path(retriever_path).resolve()) if retriever_path else None,
+                                          str(Path(rerank).resolve()) if rerank else None, rerank_candidates,
+                                          builder.task, data_root)
+        except ValueError as err:
+            raise ExtractError(str(err)) from None
+        demos = demonstration_selector(selection)
+        demos_config = {"selector": retriever, **selection.describe(), "fingerprints": spec_fingerprints(selection)}
     if engine is not None and cache is not None:
         from openie.engines.cache import CachedEngine
 
@@ -699,8 +735,9 @@ def extract_file(
         "engine_options": json.loads(json.dumps(dict(engine_options or {}), sort_keys=True, default=str)),
     }
     spec = ExtractorSpec(template, resolved_schema.to_dict(), backend, model, adapters, adapter,
-                         dict(engine_options or {}), max_tokens, batch_size, constrained, demonstrations, k, seed,
-                         data_root, str(cache) if cache is not None else None, engine_factory)
+                         dict(engine_options or {}), max_tokens, batch_size, constrained,
+                         demonstrations if isinstance(demonstrations, str) else None, k, seed,
+                         data_root, str(cache) if cache is not None else None, engine_factory, selection)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a+b") as out:

@@ -128,6 +128,8 @@ class Cell:
 
 
 def _slug(value: Any) -> str:
+    if isinstance(value, dict) and isinstance(value.get("label"), str):
+        value = value["label"]
     if isinstance(value, str) and ("/" in value or os.sep in value):
         value = Path(value).name or value
     if not isinstance(value, str | int | float | bool) or value is None:

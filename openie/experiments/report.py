@@ -89,6 +89,8 @@ def _fmt(value: Any, key: str = "") -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.1f}" if key == "seconds" else f"{value:.4f}"
+    if isinstance(value, dict) and isinstance(value.get("label"), str):
+        return value["label"]
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
     return str(value)

@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 
 from openie.engines.base import Engine
 from openie.experiments.config import EngineConfig, ExperimentConfig
+from openie.experiments.extract import model_input
 from openie.experiments.grid import Cell, load_config
-from openie.methods.icl import RandomDemonstrations
+from openie.methods.demonstrations import demonstration_selector as selector_from_spec
 from openie.records import Record
 
 EngineFactory = Callable[[EngineConfig, "str | None"], Engine]
@@ -64,12 +65,12 @@ def evaluation_records(cfg: ExperimentConfig) -> list[Record]:
 
 
 
-def demonstration_selector(cfg: ExperimentConfig) -> Callable[[Record], list[Record]] | None:
+def demonstration_selector(cfg: ExperimentConfig) -> Callable[[Record], Sequence[Record]] | None:
+    """Random draws or a retriever (indexed once per process and pool, shared by the cells that use it)."""
     d = cfg.demonstrations
     if d.strategy == "none" or d.k == 0:
         return None
-    assert d.pool is not None and d.seed is not None  # filled by config resolution
-    return RandomDemonstrations(load_records(d.pool, cfg.data_root), d.k, d.seed)
+    return selector_from_spec(d.spec(cfg.task, cfg.data_root))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine, *, engine_start_seconds
     gold = evaluation_records(cfg)
     gold_ids = {r.id for r in gold}
     done = {i: p for i, p in read_predictions(pred_path).items() if i in gold_ids}
-    todo = [r for r in gold if r.id not in done]
+    todo = [model_input(r, cfg.task) for r in gold if r.id not in done]  # the model and the retrievers never see gold
     session = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "records": 0, "seconds": 0.0,
                "resumed_after": len(done), "engine_start_seconds": round(engine_start_seconds, 3)}
     timing["sessions"].append(session)
@@ -376,8 +377,8 @@ def check_inputs(cfg: ExperimentConfig) -> None:
     from openie.datasets import list_datasets, split_path
 
     sources = [f"{cfg.dataset}:{cfg.split}"]
-    if cfg.demonstrations.k and cfg.demonstrations.pool:
-        sources.append(cfg.demonstrations.pool)
+    if cfg.demonstrations.k:
+        sources += cfg.demonstrations.pool_sources
     for src in sources:
         name, sep, split = src.partition(":")
         path = split_path(name, split, data_root=cfg.data_root) if sep and name in list_datasets() else Path(src)
