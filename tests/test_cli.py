@@ -63,3 +63,34 @@ def test_prompt_list_and_render(tmp_path):
     out = runner.invoke(app, ["prompt", "render", "--template", "ner.ruie.v1", "--data", str(tmp_path / "r.jsonl"),
                               "--index", "7"])
     assert out.exit_code == 2 and "out of range" in out.output
+
+
+def test_ruie_fit_status_and_relation_extraction_with_the_fitted_retriever(shared_data, tiny_bert_path, tmp_path):
+    from openie.testing import build_tiny_decoder
+
+    tiny_decoder_path = build_tiny_decoder(tmp_path / "decoder", max_positions=4096)  # RUIE prompts are long
+    config = tmp_path / "fit.yaml"
+    config.write_text(
+        f"workdir: run\ncache: true\nengine: {{backend: hf, model: {tiny_decoder_path}}}\n"
+        f"ruie: {{pool: [conll04:dev], tasks: [ner, re], train_queries: 6, heldout_queries: 4, bm25_candidates: 20,\n"
+        f"  scored_candidates: 10, reward_model: {tiny_bert_path}, retriever_model: {tiny_bert_path},\n"
+        f"  reward_max_length: 64, reward_training: {{epochs: 1}}, distillation: {{epochs: 1}}}}\n")
+    out = runner.invoke(app, ["ruie", "fit", str(config)])
+    assert out.exit_code == 0, out.output
+    assert "distilled retriever" in out.stdout
+    out = runner.invoke(app, ["ruie", "status", str(tmp_path / "run")])
+    assert out.exit_code == 0 and out.stdout.count(" done ") == 7
+    preds = tmp_path / "re.jsonl"
+    out = runner.invoke(app, ["extract", "conll04:dev", str(preds), "--method", "ruie", "--retriever-path",
+                              str(tmp_path / "run"), "--template", "re.ruie.v1", "--backend", "hf", "--model",
+                              str(tiny_decoder_path), "--limit", "2", "--k", "2", "--max-tokens", "8", "--no-cache",
+                              "--no-progress"])
+    assert out.exit_code == 0, out.output
+    records = read_jsonl(preds)
+    assert len(records) == 2 and all(len(r.meta["demo_ids"]) == 2 for r in records)
+    sidecar = json.loads((tmp_path / "re.jsonl.run.json").read_text())["config"]["demonstrations"]
+    assert sidecar["selector"] == "ruie" and sidecar["task"] == "re" and len(sidecar["fingerprints"]["retriever"]) == 64
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ruie: {scored_candidates: 4}\n")
+    out = runner.invoke(app, ["ruie", "fit", str(bad)])
+    assert out.exit_code == 2 and "bad.yaml: ruie: scored_candidates=4 cannot fill a group" in out.output

@@ -50,6 +50,8 @@ def test_every_stage_ran_and_is_recorded(fitted):
         assert all(c.meta["task"] == ex.query.meta["task"] for c in ex.candidates)
         assert all(c.text != ex.query.text for c in ex.candidates)
     assert set(json.loads((ruie.workdir / "timings.json").read_text())) == set(STAGES)
+    report = (ruie.workdir / "evaluation.md").read_text()
+    assert "| distilled retriever |" in report and "held-apart" in report.lower()
 
 
 def test_trained_components_beat_their_starting_points_on_held_apart_queries(fitted):

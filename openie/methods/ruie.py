@@ -356,13 +356,14 @@ class RUIE:
         distiller.fit(groups, DistillationConfig(**{"seed": c.seed, **c.distillation}))
         distiller.save(self.workdir / "retriever", groups=len(groups))
 
-    def _stage_evaluation(self, engine: Engine) -> None:
+    def _stage_evaluation(self, engine: Engine) -> None:  # writes evaluation.json and evaluation.md
         report = evaluate_components(self.preferences("heldout"), reward=self.reward_model(),
                                      untrained_reward=self._reward_model(), student=self.workdir / "retriever",
                                      base_encoder=self.config.retriever_model, ks=self.config.eval_k,
                                      seed=self.config.seed)
         report["held_apart_queries"] = len(self.preferences("heldout"))
         (self.workdir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+        (self.workdir / "evaluation.md").write_text(evaluation_markdown(self.workdir))
 
     def _iter(self, items: Sequence[Any], desc: str) -> Iterable[Any]:
         from tqdm.auto import tqdm
@@ -400,6 +401,32 @@ class RUIE:
     def predict(self, records: Iterable[Record], engine: Engine, schema: Schema, *, k: int = 8,
                 template: str | None = None, **kw: Any) -> Iterator[Record]:
         yield from self.extractor(engine, schema, k=k, template=template, **kw).extract(records)
+
+
+def evaluation_markdown(workdir: str | Path) -> str:
+    """The held-apart evaluation and stage timings of a fitted work folder as a Markdown report."""
+    workdir = Path(workdir)
+    report = json.loads((workdir / "evaluation.json").read_text())
+    config = json.loads((workdir / "config.json").read_text())
+    times_path = workdir / "timings.json"
+    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    rows = report["components"]
+    metrics = list(next(iter(rows.values())))
+    lines = [f"# RUIE fit: {workdir.name}", "",
+             f"Scoring LLM: `{config['llm']}`. Pool: {', '.join(config['ruie']['pool'])} "
+             f"(tasks: {', '.join(config['ruie']['tasks'])}).", "",
+             f"Held-apart evaluation on {report['held_apart_queries']} queries never used in training: each "
+             "query's LLM-scored candidates are ranked by each component. recall@k: share of the LLM's top 3 "
+             "among the component's top k; gain@k: mean LLM score (mean log-likelihood per token of the gold "
+             "answer) of the component's top k minus that of all candidates; mrr: reciprocal rank of the "
+             "LLM's best candidate; spearman: rank correlation with the LLM.", "",
+             "| component | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for name, values in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
+    if times:
+        lines += ["", "Stage wall-clock seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + "."]
+    lines += ["", "Recipe: `config.json`; re-run (finished stages are skipped): `openie ruie fit <fit config>`."]
+    return "\n".join(lines) + "\n"
 
 
 def _pool_digest(pool: Sequence[Record]) -> str:
@@ -543,5 +570,5 @@ def load_fit_plan(path: str | Path, workdir: str | Path | None = None) -> FitPla
     return FitPlan(config, dict(data.get("engine") or {}), target, cache_path, path)
 
 
-__all__ = ["INFERENCE_TEMPLATES", "FitPlan", "load_fit_plan", "RUIE", "STAGES", "PreferenceRenderer", "RUIEConfig", "evaluate_components",
+__all__ = ["INFERENCE_TEMPLATES", "FitPlan", "evaluation_markdown", "load_fit_plan", "RUIE", "STAGES", "PreferenceRenderer", "RUIEConfig", "evaluate_components",
            "pool_schema", "ranking_metrics"]
