@@ -51,8 +51,9 @@ def test_report_table_has_one_row_per_cell_with_numbers_and_rerun_commands(grid_
     assert rows[0].startswith("| crossner_music | 0 | 0.3556 | 0.3356 | 0.3456 | 0.4456 | 3 | 20 | 12.5 |")
     for cell in collect_cells(grid_root):
         assert f"openie experiment run {cell.path / 'config.yaml'} --force" in text
-    # pivot: dataset down, k across, and a mean row
-    assert "| crossner_ai | 0.1234 | 0.2345 |" in text and "| **mean** | **0.2345** | **0.3456** |" in text
+    # pivot: one row per setting, datasets across (grid order), and a mean column
+    assert "| demonstrations.k | crossner_music | crossner_ai | **mean** |" in text
+    assert "| 0 | 0.3456 | 0.1234 | **0.2345** |" in text and "| 4 | 0.4567 | 0.2345 | **0.3456** |" in text
     assert "![f1](f1.png)" in text and "![boundary_f1](boundary_f1.png)" in text
 
 

@@ -203,6 +203,8 @@ def expand(data: Mapping[str, Any], file: Path | None = None, lines: Lines | Non
             cfg.source = file
             check_config(cfg, cell_ctx)
             cfg = resolve_defaults(cfg)
+            if cfg.demonstrations.strategy == "none" and isinstance(values.get("demonstrations"), dict):
+                values["demonstrations"] = "none"  # zero-shot: whichever selector the grid named, none is used
             cfg.grid = {}
             cfg.cell = None
             digest = cfg.config_hash()

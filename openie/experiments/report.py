@@ -123,28 +123,39 @@ def _sort_key(rows: Sequence[CellRow], keys: Sequence[str], grid: dict[str, list
     return key
 
 
+def _pivot_axes(keys: Sequence[str]) -> tuple[list[str], str]:
+    """Datasets go across (an ablation table: one row per setting, one column per dataset, then the
+    mean); without a dataset key the second grid key goes across. The other keys make the rows."""
+    across = "dataset" if "dataset" in keys else keys[1]
+    return [k for k in keys if k != across], across
+
+
 def _pivot(rows: Sequence[CellRow], keys: Sequence[str], metric: str) -> list[str]:
-    """Rows must come in report order."""
-    """Markdown pivot: first grid key down, second across, the other keys averaged; plus a mean row."""
-    down, across = keys[0], keys[1]
-    ordered = list(rows)
-    row_vals = list(dict.fromkeys(_fmt(r.values.get(down)) for r in ordered))
-    col_vals = list(dict.fromkeys(_fmt(r.values.get(across)) for r in ordered))
+    """Markdown pivot of ``metric`` (rows in report order) with a mean column over the across key."""
+    down, across = _pivot_axes(keys)
+
+    def row_label(r: CellRow) -> str:
+        if len(down) == 1:
+            return _fmt(r.values.get(down[0]))
+        return ", ".join(f"{k.split('.')[-1]}={_fmt(r.values.get(k))}" for k in down)
+
+    row_vals = list(dict.fromkeys(row_label(r) for r in rows))
+    col_vals = list(dict.fromkeys(_fmt(r.values.get(across)) for r in rows))
     cells: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         v = r.metric(metric)
         if v is not None:
-            cells.setdefault((_fmt(r.values.get(down)), _fmt(r.values.get(across))), []).append(v)
+            cells.setdefault((row_label(r), _fmt(r.values.get(across))), []).append(v)
 
     def mean(xs: list[float]) -> float | None:
         return sum(xs) / len(xs) if xs else None
 
-    lines = [f"| {down} | " + " | ".join(f"{across}={c}" for c in col_vals) + " |",
-             "|---|" + "---:|" * len(col_vals)]
+    lines = [f"| {' / '.join(down)} | " + " | ".join(col_vals) + " | **mean** |",
+             "|---|" + "---:|" * (len(col_vals) + 1)]
     for rv in row_vals:
-        lines.append(f"| {_md_cell(rv)} | " + " | ".join(_fmt(mean(cells.get((rv, c), []))) for c in col_vals) + " |")
-    col_means = [mean([x for (rv, c), xs in cells.items() if c == cv for x in xs]) for cv in col_vals]
-    lines.append("| **mean** | " + " | ".join(f"**{_fmt(m)}**" for m in col_means) + " |")
+        values = [mean(cells.get((rv, c), [])) for c in col_vals]
+        row_mean = mean([v for v in values if v is not None]) if all(v is not None for v in values) else None
+        lines.append(f"| {_md_cell(rv)} | " + " | ".join(_fmt(v) for v in values) + f" | **{_fmt(row_mean)}** |")
     return lines
 
 
@@ -256,7 +267,8 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Report:
     lines += [f"Extraction took {total / 60:.1f} min over all cells, plus {starts:.0f} s of engine start-up.", ""]
     if len(keys) >= 2:
         for metric, label in METRICS:
-            lines += [f"## {label}: {keys[0]} by {keys[1]}", "", *_pivot(rows, keys, metric), ""]
+            down, across = _pivot_axes(keys)
+            lines += [f"## {label}: {' / '.join(down)} by {across}", "", *_pivot(rows, keys, metric), ""]
     lines += ["## All cells", "",
               "| " + " | ".join([*keys, *(label for _, label in COLUMNS), "re-run"]) + " |",
               "|" + "---|" * len(keys) + "---:|" * len(COLUMNS) + "---|"]
