@@ -223,10 +223,10 @@ def build_random_lora(base: str | Path, path: str | Path, seed: int = 0, *, rank
 
 # --------------------------------------------------------------------------- a toy labelled pool
 
-_NAMES = ("Anna", "Boris", "Carla", "Dmitri", "Elena", "Farid", "Greta", "Hiro")
-_CITIES = ("Paris", "Lima", "Oslo", "Kyoto", "Cairo", "Quito")
-_ORGS = ("Siemens", "Oxfam", "Nokia", "Airbus", "Unesco")
-_PRODUCTS = ("Walkman", "Kindle", "Segway", "Vespa")
+_TOY_NAMES = ("Anna", "Boris", "Carla", "Dmitri", "Elena", "Farid", "Greta", "Hiro")
+_TOY_CITIES = ("Paris", "Lima", "Oslo", "Kyoto", "Cairo", "Quito")
+_TOY_ORGS = ("Siemens", "Oxfam", "Nokia", "Airbus", "Unesco")
+_TOY_PRODUCTS = ("Walkman", "Kindle", "Segway", "Vespa")
 TOY_SCHEMA = {"ner": ["person", "location", "organization", "product"], "re": ["lives_in", "works_for"]}
 
 
@@ -244,11 +244,11 @@ def toy_pool(n: int, seed: int = 0, *, relations: bool = False, dataset: str = "
     for i in range(n):
         kind = i % 3
         if kind == 0:
-            parts = [(rng.choice(_NAMES), "person"), " visited ", (rng.choice(_CITIES), "location"), " last year ."]
+            parts = [(rng.choice(_TOY_NAMES), "person"), " visited ", (rng.choice(_TOY_CITIES), "location"), " last year ."]
         elif kind == 1:
-            parts = [(rng.choice(_NAMES), "person"), " joined ", (rng.choice(_ORGS), "organization"), f" in {1990 + i} ."]
+            parts = [(rng.choice(_TOY_NAMES), "person"), " joined ", (rng.choice(_TOY_ORGS), "organization"), f" in {1990 + i} ."]
         else:
-            parts = ["The ", (rng.choice(_PRODUCTS), "product"), " was sold by ", (rng.choice(_ORGS), "organization"), " ."]
+            parts = ["The ", (rng.choice(_TOY_PRODUCTS), "product"), " was sold by ", (rng.choice(_TOY_ORGS), "organization"), " ."]
         text, entities = "", []
         for part in parts:
             if isinstance(part, tuple):

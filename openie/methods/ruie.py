@@ -186,7 +186,7 @@ class RUIE:
                        c["top_positive"], c["bottom_negative"], c["group_size"]],
             "teacher": [c["teacher_candidates"]],
             "retriever": [c["retriever_model"], c["distillation"], c["hard_negatives"]],
-            "evaluation": [c["eval_k"], 2],
+            "evaluation": [c["eval_k"], 3],  # 3: gain@k added
         }
         out, chain = {}, ""
         for stage in STAGES:
