@@ -64,7 +64,7 @@ def default_answer(record: Record) -> str:
     elif task == "ed":
         items = [f"{ev.trigger.label}: {ev.trigger.text}" for ev in record.events]
     else:
-        items = [f"{e.label}: {e.text}" for e in sorted(record.entities, key=lambda e: (e.start, e.end))]
+        items = [f"{e.label}: {e.text}" for e in sorted(record.entities, key=lambda e: (e.start, e.end, e.label))]
     return "; ".join(items) or "None"
 
 
