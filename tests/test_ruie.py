@@ -79,6 +79,13 @@ def test_a_second_fit_skips_finished_stages_and_a_changed_stage_redoes_only_what
     assert engine.scored == scored  # preferences were reused
     assert (ruie.workdir / "reward" / "reward_model.json").stat().st_mtime_ns == reward_mtime
 
+    import shutil
+
+    shutil.rmtree(ruie.workdir / "reward")  # model folders are not committed: a fresh clone rebuilds them
+    assert again.status(engine.model_id)["reward"] == "todo"
+    again.fit(engine)
+    assert (ruie.workdir / "reward" / "reward_model.json").is_file() and engine.scored == scored
+
 
 def test_predict_retrieves_same_task_demonstrations_from_the_distilled_retriever(fitted):
     ruie, _, _, pool, _ = fitted

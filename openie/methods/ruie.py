@@ -198,8 +198,8 @@ class RUIE:
         """Each stage: ``done``, ``stale`` (its inputs changed) or ``todo``."""
         done = self._stages()
         prints = self._fingerprints(engine_id) if engine_id else {}
-        return {s: ("todo" if s not in done else "done" if not prints or done[s] == prints[s] else "stale")
-                for s in STAGES}
+        return {s: ("todo" if s not in done or not self._outputs_present(s)
+                    else "done" if not prints or done[s] == prints[s] else "stale") for s in STAGES}
 
     # -- fit ----------------------------------------------------------------------------------
     def fit(self, engine: Engine, *, until: str = "evaluation") -> dict[str, Any]:
@@ -213,7 +213,7 @@ class RUIE:
         done = self._stages()
         stale = False
         for stage in STAGES[:STAGES.index(until) + 1]:
-            if not stale and done.get(stage) == prints[stage]:
+            if not stale and done.get(stage) == prints[stage] and self._outputs_present(stage):
                 continue
             stale = True  # everything after a redone stage is redone too
             marker = self.workdir / "preferences.fingerprint"
@@ -229,6 +229,12 @@ class RUIE:
             self._record_time(stage, time.perf_counter() - t0)
         path = self.workdir / "evaluation.json"
         return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _outputs_present(self, stage: str) -> bool:
+        """Model folders are not committed with a work folder's records: a missing one is rebuilt."""
+        marker = {"reward": "reward/reward_model.json", "retriever": "retriever/distillation.json"}.get(
+            stage, f"{stage}.jsonl" if stage != "evaluation" else "evaluation.json")
+        return (self.workdir / marker).is_file()
 
     def _record_time(self, stage: str, seconds: float) -> None:
         path = self.workdir / "timings.json"
