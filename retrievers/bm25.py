@@ -123,14 +123,7 @@ class BM25Retriever:
         ids = self._model.get_tokens_ids(tokens)
         if not ids:
             return np.zeros(len(self.pool))
-        # One gather + bincount over the query terms' postings (bm25s' numpy path uses np.add.at,
-        # several times slower on large pools); a repeated query term counts once per occurrence.
-        matrix = self._model.scores
-        indptr, indices, data = matrix["indptr"], matrix["indices"], matrix["data"]
-        terms, repeats = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
-        docs = np.concatenate([indices[indptr[t]:indptr[t + 1]] for t in terms])
-        weights = np.concatenate([data[indptr[t]:indptr[t + 1]] * r for t, r in zip(terms, repeats, strict=True)])
-        return np.bincount(docs, weights=weights, minlength=len(self.pool)).astype(np.float64, copy=False)
+        return np.asarray(self._model.get_scores_from_ids(ids), dtype=np.float64)
 
     def retrieve(self, query: Record | str, k: int, *, task: str | None = None,
                  exclude_text: str | None = None) -> list[Result]:
