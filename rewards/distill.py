@@ -16,16 +16,14 @@ query_prefix="query: ", passage_prefix="passage: ")`` searches with it.
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from openie.records import Record
+from rewards.training_loop import train_in_steps
 
 CONFIG_FILE = "distillation.json"
 QUERY_PREFIX, PASSAGE_PREFIX = "query: ", "passage: "
@@ -121,34 +119,12 @@ class BiEncoderDistiller:
         if not groups:
             raise ValueError("no distillation groups")
         self.config = config
-        rng = random.Random(config.seed)
         torch.manual_seed(config.seed)
         self.model.max_seq_length = config.max_seq_length
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr)
-        steps = config.epochs * math.ceil(len(groups) / config.queries_per_step)
-        warmup = max(1, int(steps * config.warmup_ratio))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
-        bar = tqdm(total=steps, desc="distil retriever", unit="step", disable=self.show_progress is False)
-        self.model.train()
-        step = 0
-        for epoch in range(config.epochs):
-            order = list(range(len(groups)))
-            rng.shuffle(order)
-            for i in range(0, len(order), config.queries_per_step):
-                loss, parts = self.loss([groups[j] for j in order[i:i + config.queries_per_step]], config)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                step += 1
-                self.history.append({"step": step, "epoch": epoch, **parts})
-                bar.update(1)
-                bar.set_postfix(loss=f"{parts['loss']:.3f}")
-        bar.close()
-        self.model.eval()
+        self.history += train_in_steps(self.model, groups, lambda batch, _rng: self.loss(batch, config),
+                                       epochs=config.epochs, per_step=config.queries_per_step, lr=config.lr,
+                                       warmup_ratio=config.warmup_ratio, seed=config.seed, desc="distil retriever",
+                                       show_progress=self.show_progress)
         return self.history
 
     def save(self, path: str | Path, **extra: Any) -> Path:

@@ -14,17 +14,15 @@ the query's plain text, so a model meant for reranking should be trained with
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from openie.records import Record
 from rewards.preference import PreferenceExample
+from rewards.training_loop import train_in_steps
 
 KEYWORD_OPEN, KEYWORD_CLOSE = "<Keyword>", "</Keyword>"
 CONFIG_FILE = "reward_model.json"
@@ -181,41 +179,22 @@ class KeywordRewardModel:
         config = config or RewardTrainingConfig()
         if not groups:
             raise ValueError("no reward training groups (too few scored candidates per query?)")
-        rng = random.Random(config.seed)
         torch.manual_seed(config.seed)
-        model = self.model
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        steps = config.epochs * math.ceil(len(groups) / config.groups_per_step)
-        warmup = max(1, int(steps * config.warmup_ratio))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
-        bar = tqdm(total=steps, desc="reward model", unit="step", disable=self.show_progress is False)
-        model.train()
-        step = 0
-        for epoch in range(config.epochs):
-            order = list(range(len(groups)))
-            rng.shuffle(order)
-            for i in range(0, len(order), config.groups_per_step):
-                batch = [groups[j] for j in order[i:i + config.groups_per_step]]
-                pairs = []
-                for g in batch:
-                    q = self.format_query(g.query, with_answer=rng.random() >= self.query_answer_dropout)
-                    pairs += [(q, self.format_candidate(c)) for c in g.candidates]
-                logits = self._logits(pairs).float().view(len(batch), -1)
-                loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long,
-                                                                             device=logits.device))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                step += 1
-                self.history.append({"step": step, "epoch": epoch, "loss": float(loss.detach())})
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        bar.close()
-        model.eval()
+        model = self.model  # loaded after seeding: the random scoring head is reproducible
+
+        def loss_fn(batch: list[RewardGroup], rng: random.Random) -> tuple[Any, dict[str, float]]:
+            pairs = []
+            for g in batch:
+                q = self.format_query(g.query, with_answer=rng.random() >= self.query_answer_dropout)
+                pairs += [(q, self.format_candidate(c)) for c in g.candidates]
+            logits = self._logits(pairs).float().view(len(batch), -1)
+            loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long,
+                                                                         device=logits.device))
+            return loss, {"loss": float(loss.detach())}
+
+        self.history += train_in_steps(model, groups, loss_fn, epochs=config.epochs, per_step=config.groups_per_step,
+                                       lr=config.lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+                                       seed=config.seed, desc="reward model", show_progress=self.show_progress)
         return self.history
 
     # -- persistence --------------------------------------------------------------------------
