@@ -63,27 +63,20 @@ class RandomDemonstrations:
 class RetrieverDemonstrations:
     """The ``k`` best demonstrations of any ``retrievers.Retriever`` for each query, most relevant first.
 
-    Results are memoised per record id (the runner asks twice per record: once to build the
-    prompt, once to log which demonstrations were used).
+    The runner asks twice per record (to build the prompt, then to log the demonstrations used):
+    wrap an expensive retriever in ``openie.methods.demonstrations.MemoizedRetriever``.
     """
 
     retriever: Retriever
     k: int
     task: str | None = None
-    memo_size: int = 4096
-    _memo: dict[str, list[Record]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be >= 1 for few-shot extraction, got {self.k}")
 
     def __call__(self, record: Record) -> list[Record]:
-        key = f"{record.id}\x00{record.text}"
-        if key not in self._memo:
-            if len(self._memo) >= self.memo_size:
-                self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = as_demonstrations(self.retriever.retrieve(record, self.k, task=self.task))
-        return self._memo[key]
+        return as_demonstrations(self.retriever.retrieve(record, self.k, task=self.task))
 
 
 @dataclass

@@ -398,10 +398,11 @@ class RUIE:
     def extractor(self, engine: Engine, schema: Schema, *, k: int = 8, template: str | None = None,
                   **kw: Any):
         """An ``InContextExtractor`` whose demonstrations come from the distilled retriever."""
+        from openie.methods.demonstrations import MemoizedRetriever
         from openie.methods.icl import InContextExtractor, RetrieverDemonstrations
 
         builder = PromptBuilder(template or INFERENCE_TEMPLATES[self.config.tasks[0]], schema)
-        demos = RetrieverDemonstrations(self.retriever(), k, task=builder.task)
+        demos = RetrieverDemonstrations(MemoizedRetriever(self.retriever()), k, task=builder.task)
         return InContextExtractor(engine, builder, demonstrations=demos, show_progress=self.show_progress, **kw)
 
     def predict(self, records: Iterable[Record], engine: Engine, schema: Schema, *, k: int = 8,
