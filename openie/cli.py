@@ -38,6 +38,20 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _key_values(items: list[str] | None, flag: str) -> dict:
+    """``KEY=VALUE`` options; values parse as JSON where they can (numbers, booleans, lists)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def load_records_arg(source: str, data_root: str | None = None, fmt: str = "auto") -> list[Record]:
     """``NAME:SPLIT`` of a registered dataset, or a path to a JSONL / CoNLL / CoNLL04 file."""
     from openie.datasets import list_datasets, load_dataset
@@ -144,7 +158,9 @@ def extract_cmd(
     demos: Annotated[list[str] | None, typer.Option(help="Few-shot: demonstration pool (records file or NAME:SPLIT; repeat for one unified pool).")] = None,
     k: Annotated[int, typer.Option("--k", help="Demonstrations per record.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the demonstration draw.")] = 0,
-    method: Annotated[str, typer.Option(help="icl, or ruie (demonstrations from a fitted RUIE retriever, --retriever-path).")] = "icl",
+    method: Annotated[str, typer.Option(help="icl; ruie (demonstrations from a fitted RUIE retriever, --retriever-path); "
+                                             "gliner (--model is a GLiNER checkpoint).")] = "icl",
+    method_option: Annotated[list[str] | None, typer.Option(help="Method keyword KEY=VALUE (JSON values), e.g. threshold=0.4, labels=description.")] = None,
     retriever: Annotated[str, typer.Option(help="Demonstration selection: random, bm25, bm25s, dense, entity_knn, ruie, saved.")] = "random",
     retriever_path: Annotated[Path | None, typer.Option(help="RUIE work folder (ruie) or saved retriever (saved).")] = None,
     retriever_option: Annotated[list[str] | None, typer.Option(help="Retriever keyword KEY=VALUE (JSON values), e.g. model=minilm.")] = None,
@@ -178,20 +194,16 @@ def extract_cmd(
                 raise ValueError(f"--adapter takes NAME=PATH, got {item!r}")
             adapters[name.strip()] = path.strip()
         cache_path = None if no_cache else (cache or openie_home() / "cache" / "generate.sqlite")
-        options = {}
-        for item in retriever_option or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"--retriever-option takes KEY=VALUE, got {item!r}")
-            try:
-                options[key.strip()] = json.loads(value)
-            except json.JSONDecodeError:
-                options[key.strip()] = value
+        options = _key_values(retriever_option, "--retriever-option")
+        method_options = _key_values(method_option, "--method-option")
+        if method == "gliner":  # --model names the GLiNER checkpoint; there is no LLM to cache
+            method_options = {"model": model, **method_options}
+            cache_path = None
         pool = demos[0] if demos and len(demos) == 1 else (demos or None)
         summary = extract_file(input, output, schema=schema, method=method, template=template, backend=backend,
                                model=model, adapters=adapters, adapter=use_adapter, demonstrations=pool, k=k, seed=seed,
                                retriever=retriever, retriever_path=retriever_path, retriever_options=options,
-                               rerank=rerank, rerank_candidates=rerank_candidates,
+                               rerank=rerank, rerank_candidates=rerank_candidates, method_options=method_options,
                                batch_size=batch_size, max_tokens=max_tokens, cache=cache_path, limit=limit,
                                overwrite=overwrite, show_progress=progress, data_root=data_root,
                                ray_address=ray_address, ray_workers=workers, ray_gpus_per_worker=gpus_per_worker,
@@ -448,6 +460,184 @@ def ruie_status(workdir: Annotated[Path, typer.Argument(help="A RUIE work folder
     times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     for stage, state in ruie.status().items():
         typer.echo(f"{stage:<12} {state:<5} {times.get(stage, '')}")
+
+gliner_app = typer.Typer(help="GLiNER: train on registered corpora, evaluate, predict long texts.", no_args_is_help=True)
+app.add_typer(gliner_app, name="gliner")
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+@gliner_app.command("train")
+def gliner_train(
+    config: Annotated[Path, typer.Argument(help="Training config (YAML: train, dev, init, max_steps, max_minutes, ...; output).")],
+    output: Annotated[Path | None, typer.Option(help="Output folder (default: the config's output).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in the output folder.")] = True,
+    data_root: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Fine-tune GLiNER (checkpoints, resume, time budget), evaluate on dev, save the recipe beside the model."""
+    from openie.tools.gliner import GLiNERTrainConfig, train_gliner
+
+    try:
+        data = _read_yaml(config)
+        out = output or data.pop("output", None)
+        data.pop("output", None)
+        if out is None:
+            raise ValueError(f"{config}: give an output folder (output: key or --output)")
+        out = (config.parent / out) if output is None and not Path(out).is_absolute() else Path(out)
+        summary = train_gliner(GLiNERTrainConfig.from_dict(data, str(config)), out, resume=resume,
+                               data_root=data_root, log=typer.echo)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "loss_history"}, indent=2))
+
+
+@gliner_app.command("eval")
+def gliner_eval(
+    model: Annotated[str, typer.Option(help="A GLiNER checkpoint folder (or hub id).")],
+    data: Annotated[list[str], typer.Option(help="NAME:SPLIT corpora (repeatable); each is scored on its own types.")],
+    labels: Annotated[str, typer.Option(help="What the model reads per type: name or description.")] = "name",
+    threshold: Annotated[float, typer.Option()] = 0.5,
+    limit: Annotated[int | None, typer.Option(help="First N records per corpus.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the figures as JSON here.")] = None,
+    data_root: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Strict micro F1 per corpus (zero-shot on corpora whose types the model never saw)."""
+    from openie.tools.gliner import GLiNERTool, evaluate_gliner
+
+    try:
+        tool = GLiNERTool.load(model)
+        results = evaluate_gliner(tool, data, threshold=threshold, label_prompts=labels, limit=limit,
+                                  data_root=data_root)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    report = {"model": tool.source, "weights": tool.fingerprint(), "labels": labels, "threshold": threshold,
+              "limit": limit, "results": results}
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2))
+    for src, r in results.items():
+        typer.echo(f"{src:<24} P {r['precision']:.4f}  R {r['recall']:.4f}  F1 {r['f1']:.4f}  ({r['records']} records)")
+
+
+@gliner_app.command("predict")
+def gliner_predict(
+    model: Annotated[str, typer.Option(help="A GLiNER checkpoint folder (or hub id).")],
+    labels: Annotated[list[str], typer.Option("--label", help="An entity type, or TYPE=DESCRIPTION (repeatable).")],
+    text: Annotated[str | None, typer.Option(help="A text (any length); or --file.")] = None,
+    file: Annotated[Path | None, typer.Option(help="A plain-text file (any length).")] = None,
+    threshold: Annotated[float, typer.Option()] = 0.5,
+    nested: Annotated[bool, typer.Option(help="Allow nested entities (never partial overlaps).")] = False,
+) -> None:
+    """Entities with global character offsets, one JSON object per line."""
+    from openie.tools.gliner import GLiNERTool
+
+    if (text is None) == (file is None):
+        _fail(ValueError("give exactly one of --text and --file"))
+    body = text if text is not None else file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+    described = {lab.partition("=")[0]: lab.partition("=")[2] or lab.partition("=")[0] for lab in labels}
+    try:
+        tool = GLiNERTool.load(model)
+        found = tool.predict([body], described if any("=" in lab for lab in labels) else list(described),
+                             threshold=threshold, flat_ner=not nested)[0]
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    for e in found:
+        typer.echo(json.dumps(e.to_dict(), ensure_ascii=False))
+
+ner_retriever_app = typer.Typer(help="NER Retriever: type-described entity retrieval over mid-layer LLM vectors.",
+                                no_args_is_help=True)
+app.add_typer(ner_retriever_app, name="ner-retriever")
+
+
+@ner_retriever_app.command("experiment")
+def ner_retriever_experiment(
+    config: Annotated[Path, typer.Argument(help="Type-retrieval config (YAML).")],
+    rows: Annotated[list[str] | None, typer.Option("--row", help="Run only these rows (repeatable).")] = None,
+) -> None:
+    """Layer sweep, projector training, indexing and R-precision against BM25 / dense baselines (resumable)."""
+    from openie.experiments.type_retrieval import TypeRetrievalConfig, run_type_retrieval
+
+    try:
+        cfg = TypeRetrievalConfig.load(config)
+        if rows:
+            cfg.rows = list(rows)
+        summary = run_type_retrieval(cfg, log=typer.echo)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(Path(cfg.workdir).parent / "report.md")
+    typer.echo(json.dumps({row: {c: r["macro_r_precision"] for c, r in per.items()}
+                           for row, per in summary["results"].items()}, indent=2))
+
+
+@ner_retriever_app.command("index")
+def ner_retriever_index(
+    retriever: Annotated[Path, typer.Option(help="A saved NER Retriever folder (its projector and encoder recipe).")],
+    data: Annotated[str, typer.Option(help="NAME:SPLIT or a records file to index.")],
+    output: Annotated[Path, typer.Option(help="Folder for the new retriever (the same projector, this index).")],
+    detector: Annotated[str, typer.Option(help="Mentions from: gold, or gliner (with --gliner-model).")] = "gold",
+    gliner_model: Annotated[str | None, typer.Option(help="GLiNER checkpoint for --detector gliner.")] = None,
+    gliner_label: Annotated[list[str] | None, typer.Option(help="Generic prompts for GLiNER spans (repeatable).")] = None,
+    threshold: Annotated[float, typer.Option(help="GLiNER span threshold.")] = 0.3,
+    data_root: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Index a corpus's mentions with a trained retriever (batched, with progress)."""
+    from openie.tools.ner_retriever import GLiNERMentions, GoldMentions, NERRetriever
+
+    try:
+        ret = NERRetriever.load(retriever)
+        ret.index = None
+        if detector == "gold":
+            found = GoldMentions()
+        elif detector == "gliner":
+            if gliner_model is None:
+                raise ValueError("--detector gliner needs --gliner-model")
+            from openie.tools.gliner import GLiNERTool
+
+            found = GLiNERMentions(GLiNERTool.load(gliner_model), gliner_label or ["entity"], threshold)
+        else:
+            raise ValueError(f"unknown detector {detector!r}; choose gold or gliner")
+        records = load_records_arg(data, data_root)
+        index = ret.index_records(records, found)
+        ret.save(output)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"{len(index)} mentions of {len(index.documents)} documents -> {output}")
+
+
+@app.command("retrieve-type")
+def retrieve_type(
+    description: Annotated[str, typer.Argument(help="A type in plain words, e.g. 'a programming language'.")],
+    retriever: Annotated[Path, typer.Option(help="A saved NER Retriever folder with an index.")],
+    k: Annotated[int, typer.Option("-k", "--k", help="Documents to return.")] = 10,
+    data: Annotated[str | None, typer.Option(help="NAME:SPLIT or records file the index was built from "
+                                                  "(shows the texts).")] = None,
+    data_root: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Documents that mention an entity of the described type, best first (NER Retriever)."""
+    from openie.tools.ner_retriever import NERRetriever
+
+    try:
+        ret = NERRetriever.load(retriever)
+        hits = ret.search(description, k)
+        texts = {r.id: r.text for r in load_records_arg(data, data_root)} if data else {}
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    for rank, h in enumerate(hits, 1):
+        line = {"rank": rank, "doc_id": h.doc_id, "score": round(h.score, 4), "mention": list(h.mention)}
+        if h.doc_id in texts:
+            line["mention_text"] = texts[h.doc_id][h.mention[0]:h.mention[1]]
+            line["text"] = texts[h.doc_id]
+        typer.echo(json.dumps(line, ensure_ascii=False))
 
 
 @app.command("quickstart")

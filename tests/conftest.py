@@ -54,3 +54,12 @@ def tiny_bert_path(tmp_path_factory) -> Path:
     from openie.testing import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_gliner_path(tiny_bert_path, tmp_path_factory) -> Path:
+    """A GLiNER on the tiny BERT (untrained heads, seeded), saved as a checkpoint once."""
+    from openie.tools.gliner import GLiNERTool
+
+    tool = GLiNERTool.load(tiny_bert_path, max_width=4, max_len=64, show_progress=False)
+    return tool.save(tmp_path_factory.mktemp("tiny-gliner") / "model")

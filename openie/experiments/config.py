@@ -49,7 +49,7 @@ import yaml
 from openie.errors import OpenIEError
 
 TASKS = ("ner", "re")
-METHODS = ("icl",)
+METHODS = ("icl", "gliner")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
 DEFAULT_SEEDS = (0,)
@@ -75,7 +75,9 @@ class ConfigError(OpenIEError, ValueError):
 
 @dataclass
 class MethodConfig:
-    """In-context extraction (``icl``) parameters, passed to :class:`openie.methods.icl.InContextExtractor`."""
+    """``icl``: in-context extraction parameters for :class:`openie.methods.icl.InContextExtractor`.
+    ``gliner``: ``options`` for :class:`openie.methods.gliner.GLiNERExtractor` (``model`` a GLiNER
+    checkpoint, ``threshold``, ``labels`` name|description, ``nested``); no engine is started."""
 
     name: str = "icl"
     template: str = "ner.ruie.v1"
@@ -83,6 +85,7 @@ class MethodConfig:
     batch_size: int = 32
     constrained: bool = True
     max_prompt_tokens: int | None = None  # drop the least relevant demonstrations until a prompt fits
+    options: dict[str, Any] = field(default_factory=dict)  # gliner: model, threshold, labels, nested, ...
 
 
 @dataclass
@@ -246,6 +249,10 @@ class ExperimentConfig:
                    "template": default_registry().get(self.method.template).version,
                    "schema": self.load_schema().to_dict(),
                    "adapters": {n: _adapter_hash(p) for n, p in sorted(self.engine.adapters.items())}}
+        if self.method.name == "gliner":  # the checkpoint's weights, not only its path
+            from openie.methods.demonstrations import weights_fingerprint
+
+            payload["gliner_weights"] = weights_fingerprint(self.method.options["model"])
         if self.demonstrations.k and (self.demonstrations.path or self.demonstrations.rerank):
             from openie.methods.demonstrations import spec_fingerprints
 
@@ -310,6 +317,11 @@ def map_paths(d: dict[str, Any], fn) -> None:
             eng["adapters"] = {n: fn(p) if isinstance(p, str) else p for n, p in eng["adapters"].items()}
         if isinstance(eng.get("model"), str) and _is_local_model(eng["model"]):
             eng["model"] = fn(eng["model"])
+    method = d.get("method")
+    if isinstance(method, dict) and isinstance(method.get("options"), dict):
+        model = method["options"].get("model")
+        if isinstance(model, str) and _is_local_model(model):
+            method["options"] = {**method["options"], "model": fn(model)}
     demos = d.get("demonstrations")
     if isinstance(demos, dict):
         if isinstance(demos.get("pool"), str) and _is_file_pool(demos["pool"]):
@@ -547,6 +559,21 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
     for key in ("max_tokens", "batch_size", "max_prompt_tokens"):
         if getattr(m, key) is not None and getattr(m, key) < 1:
             raise ctx.error(("method", key), f"must be at least 1, got {getattr(m, key)}")
+    if m.name == "gliner":
+        from openie.methods.gliner import check_options
+
+        try:
+            check_options(m.options, "method.options")
+        except ValueError as err:
+            raise ctx.error(("method", "options"), str(err).partition(": ")[2] or str(err)) from None
+        if cfg.task != "ner":
+            raise ctx.error(("task",), f"method gliner extracts entities only (task ner), got {cfg.task!r}")
+        if cfg.demonstrations.k:
+            raise ctx.error(("demonstrations", "k"), "method gliner takes no demonstrations: use k: 0 (or none)")
+        if _is_local_model(str(m.options["model"])) and not Path(m.options["model"]).exists():
+            raise ctx.error(("method", "options", "model"), f"GLiNER checkpoint {m.options['model']} does not exist")
+    elif m.options:
+        raise ctx.error(("method", "options"), f"method {m.name!r} takes no options")
 
     e = cfg.engine
     _choice(e.backend, BACKENDS, ("engine", "backend"), ctx, "engine backend")

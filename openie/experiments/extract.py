@@ -46,13 +46,14 @@ from tqdm.auto import tqdm
 from openie.engines.base import Engine, adapter_content_hash
 from openie.errors import OpenIEError, SchemaError
 from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector, spec_fingerprints
+from openie.methods.gliner import GLiNERExtractor
 from openie.methods.icl import Demonstrations, InContextExtractor, RandomDemonstrations
 from openie.metrics import entity_scores, relation_scores
 from openie.records import Event, Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
 
-METHODS = ("icl", "ruie")
+METHODS = ("icl", "ruie", "gliner")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
 INDEX_EVERY = 1024  # a byte offset is kept every this many valid records (Ray workers seek to them)
 CONFIG_VERSION = 1
@@ -286,8 +287,12 @@ class ExtractorSpec:
     cache: str | None = None
     engine_factory: Callable[[], Engine] | None = None  # instead of create_engine (tests, custom engines)
     selection: DemonstrationSpec | None = None  # a retriever instead of random draws from ``demonstrations``
+    method: str = "icl"
+    method_options: dict[str, Any] = field(default_factory=dict)
 
-    def build_engine(self) -> Engine:
+    def build_engine(self) -> Engine | None:
+        if self.method == "gliner":  # an encoder method: no LLM engine
+            return None
         if self.engine_factory is not None:
             return self.engine_factory()
         from openie.engines import create_engine
@@ -302,7 +307,9 @@ class ExtractorSpec:
         return RandomDemonstrations(load_pool(self.demonstrations, self.data_root), self.k, self.seed)
 
     def build(self, engine: Engine | None = None,
-              demonstrations: Demonstrations | None = None) -> InContextExtractor:
+              demonstrations: Demonstrations | None = None) -> InContextExtractor | GLiNERExtractor:
+        if self.method == "gliner":
+            return GLiNERExtractor.from_options(Schema.from_dict(self.schema), self.method_options)
         builder = PromptBuilder(self.template, Schema.from_dict(self.schema))
         return InContextExtractor(engine or self.build_engine(), builder,
                                   demonstrations=demonstrations or self.build_demonstrations(),
@@ -337,11 +344,12 @@ def _cache_counts(engine: Any) -> tuple[int, int]:
     return (stats.hits, stats.misses) if stats is not None and hasattr(stats, "hits") else (0, 0)
 
 
-def predict_batch(extractor: InContextExtractor, records: Sequence[Record]) -> tuple[list[Record], BatchCounts]:
+def predict_batch(extractor: InContextExtractor | GLiNERExtractor,
+                  records: Sequence[Record]) -> tuple[list[Record], BatchCounts]:
     """One batch through the extractor (gold hidden); demonstration ids land in each prediction's meta."""
     s = extractor.stats
     before = (s.prompts, s.prompt_tokens, s.completion_tokens, *_cache_counts(extractor.engine))
-    preds = extractor.extract_batch([model_input(r, extractor.builder.task) for r in records])
+    preds = extractor.extract_batch([model_input(r, extractor.task) for r in records])
     if extractor.demonstrations is not None:
         for r, p in zip(records, preds, strict=True):
             p.meta["demo_ids"] = [d.id for d in extractor.demonstrations(r) if d.text != r.text]
@@ -632,6 +640,7 @@ def extract_file(
     retriever_options: Mapping[str, Any] | None = None,
     rerank: str | Path | None = None,
     rerank_candidates: int | None = None,
+    method_options: Mapping[str, Any] | None = None,
     batch_size: int = 32,
     max_tokens: int = 128,
     constrained: bool = True,
@@ -657,7 +666,9 @@ def extract_file(
     ``bm25s``, ``dense``, ``entity_knn`` with ``retriever_options``; ``ruie`` or ``saved`` with
     ``retriever_path``), optionally reranked by ``rerank`` (a reward model or cross-encoder folder).
     ``method="ruie"`` is in-context extraction with a fitted RUIE work folder (``retriever_path``)
-    as the retriever; its pool defaults to the one it was trained on. ``engine`` injects a built engine
+    as the retriever; its pool defaults to the one it was trained on. ``method="gliner"`` runs a
+    GLiNER checkpoint (``method_options``: ``model``, ``threshold``, ``labels`` name|description,
+    ``nested``) over the schema's entity types: no LLM, no template, no demonstrations. ``engine`` injects a built engine
     (its ``model_id`` is recorded as the model; ``cache`` then wraps it); ``engine_factory`` builds one per process
     (needed with Ray); otherwise ``create_engine(backend, model, adapters, cache=cache,
     **engine_options)``. ``limit`` extracts the first N valid records. ``ray_address`` (``"local"``
@@ -687,6 +698,19 @@ def extract_file(
     demos: Demonstrations | None = None
     demos_config = None
     selection = None
+    gliner_extractor: GLiNERExtractor | None = None
+    if method == "gliner":
+        if demonstrations is not None:
+            raise ExtractError("method 'gliner' takes no demonstrations (it is an encoder, not a prompted LLM)")
+        if engine is not None or engine_factory is not None or ray_address is not None:
+            raise ExtractError("method 'gliner' runs its own encoder: no engine, engine_factory or Ray")
+        try:
+            gliner_extractor = GLiNERExtractor.from_options(resolved_schema, dict(method_options or {}),
+                                                            show_progress=False)
+        except ValueError as err:
+            raise ExtractError(str(err)) from None
+    elif method_options:
+        raise ExtractError(f"method {method!r} takes no method options (got {sorted(method_options)})")
     if method == "ruie":
         if retriever_path is None:
             raise ExtractError("method 'ruie' needs the fitted RUIE work folder (--retriever-path DIR; "
@@ -734,10 +758,14 @@ def extract_file(
         "max_tokens": max_tokens, "temperature": 0.0, "constrained": constrained,
         "engine_options": json.loads(json.dumps(dict(engine_options or {}), sort_keys=True, default=str)),
     }
+    if gliner_extractor is not None:  # no LLM: the encoder's identity replaces the engine's
+        config.update(template=None, backend=None, model=None, adapters={}, max_tokens=None, constrained=None,
+                      method_options=gliner_extractor.describe())
     spec = ExtractorSpec(template, resolved_schema.to_dict(), backend, model, adapters, adapter,
                          dict(engine_options or {}), max_tokens, batch_size, constrained,
                          demonstrations if isinstance(demonstrations, str) else None, k, seed,
-                         data_root, str(cache) if cache is not None else None, engine_factory, selection)
+                         data_root, str(cache) if cache is not None else None, engine_factory, selection,
+                         method, dict(method_options or {}))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a+b") as out:
@@ -788,9 +816,12 @@ def extract_file(
                                          cpus_per_worker=ray_cpus_per_worker)
                     cached = cache is not None
                 else:
-                    if engine is None:
-                        owned = spec.build_engine()
-                    extractor = spec.build(engine or owned, demos)
+                    if gliner_extractor is not None:
+                        extractor: InContextExtractor | GLiNERExtractor = gliner_extractor
+                    else:
+                        if engine is None:
+                            owned = spec.build_engine()
+                        extractor = spec.build(engine or owned, demos)
                     cached = hasattr(getattr(extractor.engine, "stats", None), "hits")
                     stream = ((b, *predict_batch(extractor, b)) for b in batches)
                     t_loop = time.perf_counter()  # model loading is not extraction time

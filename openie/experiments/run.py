@@ -213,7 +213,12 @@ class CellOutcome:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def run_cell(cell: Cell, cell_dir: Path, engine: Engine, *, engine_start_seconds: float = 0.0,
+def needs_engine(cfg: ExperimentConfig) -> bool:
+    """Encoder methods (gliner) bring their own model: no LLM engine is started for them."""
+    return cfg.method.name != "gliner"
+
+
+def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_seconds: float = 0.0,
              force: bool = False, show_progress: bool = True) -> CellOutcome:
     """Predict a cell's records (continuing a half-done cell), then evaluate it."""
     from openie.methods.icl import InContextExtractor
@@ -247,9 +252,14 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine, *, engine_start_seconds
     builder = PromptBuilder(m.template, cfg.load_schema(), max_prompt_tokens=m.max_prompt_tokens,
                             count_tokens=_token_counter(engine) if m.max_prompt_tokens else None)
     selector = demonstration_selector(cfg)
-    extractor = InContextExtractor(engine, builder, demonstrations=selector,
-                                   adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size,
-                                   constrained=m.constrained, show_progress=False)
+    if m.name == "gliner":
+        from openie.methods.gliner import GLiNERExtractor
+
+        extractor: Any = GLiNERExtractor.from_options(cfg.load_schema(), m.options)
+    else:
+        extractor = InContextExtractor(engine, builder, demonstrations=selector,
+                                       adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size,
+                                       constrained=m.constrained, show_progress=False)
     bar = tqdm(total=len(gold), initial=len(done), desc=cell.name[:40], unit="rec", leave=False,
                disable=not show_progress)
     with pred_path.open("a", encoding="utf-8") as out:
@@ -336,7 +346,7 @@ def run_experiment(config: str | Path | Sequence[Cell], out: str | Path | None =
     fingerprints = {c.name: c.config.fingerprint() for c in ordered}
     needs_work = {c.name for c in ordered if force or not is_finished(root / c.name, fingerprints[c.name])}
     remaining: dict[str, int] = {}
-    for c in (c for c in ordered if c.name in needs_work):
+    for c in (c for c in ordered if c.name in needs_work and needs_engine(c.config)):
         key = c.config.engine.engine_key(c.config.cache_path)
         remaining[key] = remaining.get(key, 0) + 1
 
@@ -354,7 +364,7 @@ def run_experiment(config: str | Path | Sequence[Cell], out: str | Path | None =
                 say(f"{c.name}: finished before, skipped")
                 bar.update(1)
                 continue
-            engine, started = pool.get(c.config)
+            engine, started = pool.get(c.config) if needs_engine(c.config) else (None, 0.0)
             outcome = run_cell(c, cell_dir, engine, engine_start_seconds=started, force=force,
                                show_progress=show_progress)
             outcomes.append(outcome)
@@ -362,9 +372,10 @@ def run_experiment(config: str | Path | Sequence[Cell], out: str | Path | None =
             say(f"{c.name}: F1 {s['f1']:.4f} (P {s['precision']:.4f} R {s['recall']:.4f}), "
                 f"{s['parse_problems']} parse problems, {s['records']} records")
             key = c.config.engine.engine_key(c.config.cache_path)
-            remaining[key] -= 1
-            if remaining[key] == 0:
-                pool.release(key)
+            if needs_engine(c.config):
+                remaining[key] -= 1
+                if remaining[key] == 0:
+                    pool.release(key)
             bar.update(1)
     finally:
         bar.close()

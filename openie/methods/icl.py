@@ -120,6 +120,10 @@ class InContextExtractor:
     show_progress: bool = True
     stats: ExtractionStats = field(default_factory=ExtractionStats)
 
+    @property
+    def task(self) -> str:
+        return self.builder.task
+
     def _chunk_words(self) -> int:
         if self.max_words_per_chunk is not None:
             return self.max_words_per_chunk

@@ -1,0 +1,163 @@
+"""The GLiNER tool on a GLiNER built from the session's tiny BERT: windows, offsets, spans, training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from openie.records import Entity, Record, write_jsonl
+from openie.tools.gliner import (
+    GLiNERTool,
+    GLiNERToolError,
+    GLiNERTrainConfig,
+    evaluate_gliner,
+    load_source,
+    to_gliner_examples,
+    train_gliner,
+    word_spans,
+)
+
+WORDS = ("alice works for acme in paris and bob visited berlin with the red cross on monday , "
+         "while grace hopper met dana lee in tokyo .").split()
+
+
+def long_text(n_words: int) -> str:
+    return " ".join(WORDS[i % len(WORDS)] for i in range(n_words))
+
+
+@pytest.fixture(scope="module")
+def tool(tiny_bert_path):
+    return GLiNERTool.load(tiny_bert_path, max_width=4, max_len=64, max_words=24, overlap_words=6,
+                           show_progress=False)
+
+
+def test_builds_offline_from_a_local_encoder(tool, tiny_bert_path):
+    assert tool.source.startswith("new:") and str(tiny_bert_path.resolve()) in tool.source
+    assert tool.max_words == 24 and tool.model.config.max_width == 4
+
+
+def test_windows_cover_the_text_and_own_disjoint_regions(tool):
+    text = long_text(100)
+    chunks = tool.chunks(text)
+    assert len(chunks) > 3
+    assert chunks[0].own_start == 0 and chunks[-1].own_end == len(text)
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert a.own_end == b.own_start and b.start < a.end  # owned regions tile; windows overlap
+    assert all(len(word_spans(c.text)) <= 24 for c in chunks)
+
+
+def test_long_text_predictions_are_global_and_not_truncated(tool):
+    text = long_text(150)
+    found = tool.predict([text, "alice met bob ."], ["person", "city"], threshold=0.0)
+    ents = found[0]
+    assert ents, "a random model at threshold 0 keeps spans"
+    for e in ents:
+        assert text[e.start:e.end] == e.text and e.label in {"person", "city"}
+    assert max(e.end for e in ents) > 0.8 * len(text)  # spans far past max_words words: no silent cut
+    # flat decoding across windows: no two entities overlap
+    spans = sorted((e.start, e.end) for e in ents)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(found[1][i].end <= len("alice met bob .") for i in range(len(found[1])))
+
+
+def test_window_predictions_equal_predicting_the_window_alone(tool):
+    text = long_text(80)
+    chunks = tool.chunks(text)
+    c = chunks[1]
+    whole = tool.predict([text], ["person"], threshold=0.0)[0]
+    alone = tool.predict([c.text], ["person"], threshold=0.0)[0]
+    owned_whole = [(e.start, e.end) for e in whole if c.own_start <= e.start < c.own_end]
+    owned_alone = [(e.start + c.start, e.end + c.start) for e in alone if c.own_start <= e.start + c.start < c.own_end]
+    assert owned_whole == owned_alone
+
+
+def test_labels_with_descriptions_are_labelled_by_name(tool):
+    ents = tool.predict(["alice works for acme ."], {"person": "a named person", "organization": "a company"},
+                        threshold=0.0)[0]
+    assert ents and {e.label for e in ents} <= {"person", "organization"}
+    with pytest.raises(GLiNERToolError, match="no labels"):
+        tool.predict(["x"], [])
+
+
+def test_propose_spans_are_type_agnostic(tool):
+    spans = tool.propose_spans(["alice works for acme in paris ."], ["person", "place"], threshold=0.0)[0]
+    assert spans and {e.label for e in spans} == {"entity"}
+    assert len({e.span for e in spans}) == len(spans)
+
+
+def test_encode_spans_routes_each_span_to_its_window(tool):
+    text = long_text(80)
+    chunks = tool.chunks(text)
+    c = chunks[2]
+    w = word_spans(c.text)
+    local = [(w[10][0], w[11][1]), (w[10][0], w[10][1])]  # nested spans, owned by this window
+    glob = [(s + c.start, e + c.start) for s, e in local]
+    first = word_spans(text)[0]
+    vecs = tool.encode_spans([text, "alice met bob"], [glob + [first], []])
+    assert vecs[0].shape == (3, tool.model.config.hidden_size) and vecs[1].shape[0] == 0
+    alone = tool.encode_spans([c.text], [local])[0]
+    np.testing.assert_allclose(vecs[0][:2], alone, atol=1e-5)
+    assert not np.allclose(vecs[0][0], vecs[0][1])
+    with pytest.raises(GLiNERToolError, match="outside"):
+        tool.encode_spans(["abc"], [[(0, 9)]])
+
+
+def test_records_become_word_level_examples():
+    r = Record("r1", "Alice moved to New York.", tokens=["Alice", "moved", "to", "New", "York", "."],
+               entities=[Entity(0, 5, "person", "Alice"), Entity(15, 23, "location", "New York"),
+                         Entity(1, 5, "person", "lice")])
+    ex = to_gliner_examples([r], negatives=["person", "location", "organization"])[0]
+    assert ex["tokenized_text"] == ["Alice", "moved", "to", "New", "York", "."]
+    assert ex["ner"] == [[0, 0, "person"], [3, 4, "location"]]  # the inside-a-word entity is skipped
+    assert ex["ner_negatives"] == ["organization"]
+
+
+def _toy_file(path, n=24):
+    people, places = ["alice", "bob", "grace"], ["paris", "berlin", "tokyo"]
+    records = []
+    for i in range(n):
+        p, c = people[i % 3], places[(i // 3) % 3]
+        text = f"{p} lives in {c} ."
+        records.append(Record(f"t{i}", text, entities=[Entity(0, len(p), "person", p),
+                                                       Entity(len(p) + 10, len(p) + 10 + len(c), "city", c)]))
+    write_jsonl(records, path)
+    return path
+
+
+def test_train_checkpoints_resumes_and_writes_the_recipe(tiny_bert_path, tmp_path):
+    data = _toy_file(tmp_path / "toy.jsonl")
+    cfg = GLiNERTrainConfig(train=[str(data)], dev=[str(data)], init=str(tiny_bert_path), max_steps=4, save_steps=2,
+                            batch_size=4, max_width=4, max_len=32)
+    out = tmp_path / "run"
+    first = train_gliner(cfg, out, show_progress=False)
+    assert first["steps"] == 4 and first["sessions"] == 1
+    recipe = json.loads((out / "model" / "openie_recipe.json").read_text())
+    assert recipe["config"]["max_steps"] == 4 and set(recipe["dev"]) == {str(data)}
+    assert 0.0 <= recipe["dev"][str(data)]["f1"] <= 1.0 and recipe["train_sentences"] == 24
+    # a kill after step 2: the last checkpoint is gone, the run resumes from checkpoint-2
+    import shutil
+
+    shutil.rmtree(out / "checkpoint-4")
+    second = train_gliner(cfg, out, show_progress=False)
+    assert second["steps"] == 4 and second["sessions"] == 2
+    reloaded = GLiNERTool.load(out / "model", show_progress=False)
+    assert reloaded.fingerprint() == second["weights"]
+    with pytest.raises(GLiNERToolError, match="another training config"):
+        train_gliner(GLiNERTrainConfig(**{**cfg.__dict__, "max_steps": 6}), out, show_progress=False)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(GLiNERToolError, match="unknown keys.*'stepz'"):
+        GLiNERTrainConfig.from_dict({"train": ["conll2003:train"], "stepz": 3}, "x.yaml")
+    with pytest.raises(GLiNERToolError, match="'train'"):
+        GLiNERTrainConfig.from_dict({}, "x.yaml")
+    with pytest.raises(GLiNERToolError, match="neither a registered corpus"):
+        load_source("no_such_corpus:dev")
+
+
+def test_evaluate_scores_a_corpus_on_its_own_types(tool, tmp_path):
+    data = _toy_file(tmp_path / "toy.jsonl", n=6)
+    res = evaluate_gliner(tool, [str(data)], threshold=0.0)
+    assert set(res[str(data)]["per_type_f1"]) <= {"person", "city"} and res[str(data)]["records"] == 6
