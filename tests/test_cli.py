@@ -94,3 +94,59 @@ def test_ruie_fit_status_and_relation_extraction_with_the_fitted_retriever(share
     bad.write_text("ruie: {scored_candidates: 4}\n")
     out = runner.invoke(app, ["ruie", "fit", str(bad)])
     assert out.exit_code == 2 and "bad.yaml: ruie: scored_candidates=4 cannot fill a group" in out.output
+
+
+def test_gliner_predict_eval_and_extract(tiny_gliner_path, tmp_path):
+    import json as _json
+
+    from openie.records import Entity, Record, write_jsonl
+
+    text = " ".join(["alice works for acme in paris ."] * 60)  # past any window: offsets stay global
+    out = runner.invoke(app, ["gliner", "predict", "--model", str(tiny_gliner_path), "--label", "person",
+                              "--label", "city=a city", "--text", text, "--threshold", "0"])
+    assert out.exit_code == 0, out.output
+    ents = [_json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert ents and all(text[e["start"]:e["end"]] == e["text"] for e in ents)
+    assert max(e["end"] for e in ents) > len(text) // 2 and {e["label"] for e in ents} <= {"person", "city"}
+    data = tmp_path / "toy.jsonl"
+    write_jsonl([Record("a", "alice lives in paris .", entities=[Entity(0, 5, "person", "alice")])], data)
+    out = runner.invoke(app, ["gliner", "eval", "--model", str(tiny_gliner_path), "--data", str(data),
+                              "--output", str(tmp_path / "eval.json")])
+    assert out.exit_code == 0, out.output
+    assert "F1" in out.output and _json.loads((tmp_path / "eval.json").read_text())["results"][str(data)]["records"] == 1
+    out = runner.invoke(app, ["extract", str(data), str(tmp_path / "pred.jsonl"), "--labels", "person,city",
+                              "--method", "gliner", "--model", str(tiny_gliner_path), "--method-option", "threshold=0.0",
+                              "--no-progress"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["gliner", "predict", "--model", str(tiny_gliner_path), "--label", "x"])
+    assert out.exit_code == 2 and "exactly one of --text and --file" in out.output
+
+
+def test_ner_retriever_index_and_retrieve_type(tiny_decoder_path, tmp_path):
+    import json as _json
+
+    from openie.records import Entity, Record, write_jsonl
+    from openie.tools.ner_retriever import GoldMentions, MentionEncoder, NERRetriever
+
+    records = [Record("r1", "Alice Johnson works in Berlin.", entities=[Entity(0, 13, "person", "Alice Johnson"),
+                                                                        Entity(23, 29, "city", "Berlin")]),
+               Record("r2", "Bob visited Tokyo.", entities=[Entity(0, 3, "person", "Bob"),
+                                                           Entity(12, 17, "city", "Tokyo")])]
+    data = tmp_path / "docs.jsonl"
+    write_jsonl(records, data)
+    enc = MentionEncoder.load(str(tiny_decoder_path), layer=1, show_progress=False)
+    ret = NERRetriever(enc, show_progress=False)
+    ret.index_records(records[:1], GoldMentions())
+    ret.save(tmp_path / "ret")
+    out = runner.invoke(app, ["ner-retriever", "index", "--retriever", str(tmp_path / "ret"), "--data", str(data),
+                              "--output", str(tmp_path / "ret2")])
+    assert out.exit_code == 0, out.output
+    assert "4 mentions of 2 documents" in out.output
+    out = runner.invoke(app, ["retrieve-type", "a city", "--retriever", str(tmp_path / "ret2"), "-k", "2",
+                              "--data", str(data)])
+    assert out.exit_code == 0, out.output
+    hits = [_json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [h["rank"] for h in hits] == [1, 2] and {h["doc_id"] for h in hits} == {"r1", "r2"}
+    assert all(h["mention_text"] == h["text"][h["mention"][0]:h["mention"][1]] for h in hits)
+    out = runner.invoke(app, ["retrieve-type", "a city", "--retriever", str(tmp_path)])
+    assert out.exit_code == 2 and "not a saved NER Retriever" in out.output

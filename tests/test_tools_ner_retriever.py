@@ -205,3 +205,13 @@ def test_a_saved_retriever_answers_the_same(model_and_tokenizer, tmp_path):
            [(h.doc_id, h.mention) for h in ret.search("a city", 2)]
     with pytest.raises(NERRetrieverError, match="not a saved NER Retriever"):
         NERRetriever.load(tmp_path)
+
+
+def test_llm_mentions_are_grounded_and_unfound_lines_dropped():
+    from openie.engines.scripted import ScriptedEngine
+    from openie.tools.ner_retriever import LLMMentions
+
+    engine = ScriptedEngine(["- Alice Johnson\n2. Berlin\nAtlantis\n", "Bob\nBob\n"])
+    found = LLMMentions(engine).detect([Record("a", TEXTS[0]), Record("b", "Bob met Bob.")])
+    assert found == [[(0, 13), (35, 41)], [(0, 3), (8, 11)]]  # a repeated name takes the next occurrence
+    assert "Text: Alice Johnson works" in engine.calls[0].prompt
