@@ -161,3 +161,18 @@ def test_evaluate_scores_a_corpus_on_its_own_types(tool, tmp_path):
     data = _toy_file(tmp_path / "toy.jsonl", n=6)
     res = evaluate_gliner(tool, [str(data)], threshold=0.0)
     assert set(res[str(data)]["per_type_f1"]) <= {"person", "city"} and res[str(data)]["records"] == 6
+
+
+def test_prototypes_type_a_span_by_its_nearest_support_mean(tool):
+    support = [Record("s1", "alice works for acme .", entities=[Entity(0, 5, "person", "alice"),
+                                                              Entity(16, 20, "org", "acme")]),
+               Record("s2", "bob works for siemens .", entities=[Entity(0, 3, "person", "bob"),
+                                                               Entity(14, 21, "org", "siemens")])]
+    protos = tool.prototypes(support)
+    assert set(protos) == {"person", "org"}
+    assert all(abs(np.linalg.norm(v) - 1) < 1e-5 for v in protos.values())
+    # a support span is closer to its own type's mean than the other's on the support set itself
+    typed = tool.nearest_prototype([r.text for r in support], [[e.span for e in r.entities] for r in support], protos)
+    assert [t for row in typed for t, _ in row] == ["person", "org", "person", "org"]
+    with pytest.raises(GLiNERToolError, match="no entities"):
+        tool.prototypes([Record("e", "nothing here")])

@@ -335,6 +335,35 @@ class GLiNERTool:
                 for i, wanted in enumerate(spans)]
 
 
+    # -- prototypes ---------------------------------------------------------------------------
+
+    def prototypes(self, support: Sequence[Record]) -> dict[str, np.ndarray]:
+        """One L2-normalised mean span vector per entity type of an annotated support set."""
+        vectors = self.encode_spans([r.text for r in support], [[e.span for e in r.entities] for r in support])
+        by_type: dict[str, list[np.ndarray]] = {}
+        for r, vecs in zip(support, vectors, strict=True):
+            for e, v in zip(r.entities, vecs, strict=True):
+                by_type.setdefault(e.label, []).append(v / max(float(np.linalg.norm(v)), 1e-12))
+        if not by_type:
+            raise GLiNERToolError("the support set has no entities to build prototypes from")
+        return {t: _unit(np.mean(vs, axis=0)) for t, vs in sorted(by_type.items())}
+
+    def nearest_prototype(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                          prototypes: Mapping[str, np.ndarray]) -> list[list[tuple[str, float]]]:
+        """The closest prototype (cosine) and its similarity for every span: typing by nearest prototype."""
+        names = list(prototypes)
+        matrix = np.stack([prototypes[n] for n in names])
+        out = []
+        for vecs in self.encode_spans(texts, spans):
+            sims = (vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)) @ matrix.T if len(vecs) else []
+            out.append([(names[int(np.argmax(row))], float(np.max(row))) for row in sims])
+        return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------

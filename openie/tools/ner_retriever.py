@@ -96,6 +96,10 @@ class HookPoint:
         return f"layers[{self.layer}]" + (f".{self.module}" if self.module else "")
 
 
+class _StopForward(Exception):
+    """Raised by a hook once every wanted vector of a forward pass is captured."""
+
+
 class MentionEncoder:
     """Vectors of a frozen decoder at chosen hook points, at the last token of character spans.
 
@@ -186,6 +190,16 @@ class MentionEncoder:
             return hook
 
         handles = [m.register_forward_hook(grab(h)) for h, m in enumerate(self._modules)]
+        # nothing past the deepest hooked block is needed: stop the pass there (no later layers, no LM head,
+        # which for a 262k-token vocabulary costs more than the whole 270M body)
+        layers = decoder_layers(self.model)
+        deepest = max(h.layer % len(layers) for h in self.hooks)
+
+        def stop(_module: Any, _inputs: Any, _output: Any) -> None:
+            raise _StopForward
+
+        handles.append(layers[deepest].register_forward_hook(stop))
+        body = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
         order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][1]))  # similar lengths share a batch
         bar = tqdm(total=len(jobs), desc="mention vectors", unit="text",
                    disable=not self.show_progress or len(jobs) < 4 * self.batch_size, leave=False)
@@ -197,7 +211,10 @@ class MentionEncoder:
                     enc = self.tokenizer([t for _, t, _, _ in batch], return_offsets_mapping=True, padding=True,
                                          truncation=True, max_length=self.max_length, return_tensors="pt")
                     offsets = enc.pop("offset_mapping").tolist()
-                    self.model(**{k: v.to(device) for k, v in enc.items()})
+                    try:
+                        body(**{k: v.to(device) for k, v in enc.items()})
+                    except _StopForward:
+                        pass
                     for row, (i, _, shift, slots) in enumerate(batch):
                         for slot, _s, e in slots:
                             t = self._token_index(offsets[row], e - shift)
