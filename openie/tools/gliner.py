@@ -254,7 +254,7 @@ class GLiNERTool:
                     key = (start, end, e["label"])
                     if key not in found[i] or (found[i][key].score or 0) < e["score"]:
                         found[i][key] = Entity(start, end, e["label"], texts[i][start:end], float(e["score"]))
-        return [sorted(f.values()) for f in found]
+        return [_resolve_overlaps(list(f.values()), nested=not flat_ner, multi_label=multi_label) for f in found]
 
     def extract(self, records: Sequence[Record], labels: Labels, **kwargs: Any) -> list[Record]:
         """Predicted records (input text and id, entities from :meth:`predict`)."""
@@ -358,6 +358,27 @@ class GLiNERTool:
             sims = (vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)) @ matrix.T if len(vecs) else []
             out.append([(names[int(np.argmax(row))], float(np.max(row))) for row in sims])
         return out
+
+
+def _resolve_overlaps(entities: list[Entity], *, nested: bool, multi_label: bool) -> list[Entity]:
+    """gliner's greedy decoding, applied again across windows: best score first, no (partial) overlap.
+
+    Each window is decoded by gliner already; only an entity near an ownership border can clash
+    with one from the neighbouring window.
+    """
+    kept: list[Entity] = []
+    for e in sorted(entities, key=lambda x: (-(x.score or 0.0), x.start, x.end, x.label)):
+        def clashes(k: Entity, e: Entity = e) -> bool:
+            if k.span == e.span:
+                return not multi_label or k.label == e.label
+            if k.end <= e.start or e.end <= k.start:
+                return False
+            inside = (k.start <= e.start and e.end <= k.end) or (e.start <= k.start and k.end <= e.end)
+            return not (nested and inside)
+
+        if not any(clashes(k) for k in kept):
+            kept.append(e)
+    return sorted(kept)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
