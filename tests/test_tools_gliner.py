@@ -190,3 +190,13 @@ def test_overlaps_across_windows_are_resolved_like_gliner_decoding():
     assert _resolve_overlaps([a, b, c, d], nested=False, multi_label=False) == [a]
     assert _resolve_overlaps([a, b, c, d], nested=True, multi_label=False) == [a, c]
     assert _resolve_overlaps([a, b, c, d], nested=True, multi_label=True) == [a, d, c]
+
+
+@pytest.mark.slow
+def test_packaged_minilm_builds_a_gliner_offline_that_reads_past_384_words():
+    tool = GLiNERTool.load("minilm", show_progress=False)
+    assert tool.model.config.max_len == 384 and tool.max_words == 256
+    text = long_text(900)  # 900 words: gliner alone would stop at 384
+    ents = tool.predict([text], ["person", "city"], threshold=0.0)[0]
+    assert ents and max(e.end for e in ents) > 0.8 * len(text)
+    assert all(text[e.start:e.end] == e.text for e in ents)

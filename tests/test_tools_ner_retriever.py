@@ -215,3 +215,12 @@ def test_llm_mentions_are_grounded_and_unfound_lines_dropped():
     found = LLMMentions(engine).detect([Record("a", TEXTS[0]), Record("b", "Bob met Bob.")])
     assert found == [[(0, 13), (35, 41)], [(0, 3), (8, 11)]]  # a repeated name takes the next occurrence
     assert "Text: Alice Johnson works" in engine.calls[0].prompt
+
+
+@pytest.mark.slow
+def test_packaged_gemma_value_projection_at_the_middle_layer():
+    enc = MentionEncoder.load("gemma-3-270m", show_progress=False)
+    assert enc.hooks == [HookPoint(9, "self_attn.v_proj")] and enc.dims == [256]  # 18 layers, 1 kv head x 256
+    (whole,) = enc.encode(TEXTS[:1], SPANS[:1])
+    (cut,) = enc.encode([TEXTS[0][:31]], [[(24, 31)]])
+    np.testing.assert_allclose(whole[0][1], cut[0][0], atol=1e-4)
