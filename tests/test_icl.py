@@ -86,3 +86,28 @@ def test_zero_shot_gemma_on_conll2003_dev_in_every_format(shared_data):
             assert 0.0 <= scores.f1 <= 1.0 and all(p.check_offsets() == [] for p in preds)
     finally:
         engine.close()
+
+
+def test_a_router_sends_each_record_of_a_mixed_batch_to_its_adapter():
+    from openie.methods.routing import AdapterRouter
+    from retrievers.bm25 import BM25Retriever
+
+    pool = [Record("e1", "the river flows through London", lang="en"), Record("e2", "the company is in Paris", lang="en"),
+            Record("d1", "der Fluss fliesst durch Berlin", lang="de"), Record("d2", "die Firma ist in Berlin", lang="de")]
+    router = AdapterRouter.build(pool, {"en": "ner-en", "de": "ner-de"}, retriever=BM25Retriever(show_progress=False),
+                                 k=2)
+    batches: list[list[str | None]] = []
+
+    class Recording(ScriptedEngine):
+        def generate(self, requests):
+            batches.append([r.adapter for r in requests])
+            return super().generate(requests)
+
+    engine = Recording(_answer_names)
+    ex = InContextExtractor(engine, PromptBuilder("ner.ruie.v1", SCHEMA), adapter="ignored", router=router,
+                            batch_size=4, show_progress=False)
+    records = [Record("q1", "Anna wohnt in Berlin und die Firma auch"), Record("q2", "the river and the company"),
+               Record("q3", "der Fluss ist gross")]
+    preds = ex.extract_batch(records)
+    assert batches == [["ner-de", "ner-en", "ner-de"]]  # one engine call, one adapter per request
+    assert [p.meta["adapter"] for p in preds] == ["ner-de", "ner-en", "ner-de"]

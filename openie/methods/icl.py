@@ -119,6 +119,7 @@ class InContextExtractor:
     chunk_overlap_words: int = 32
     show_progress: bool = True
     stats: ExtractionStats = field(default_factory=ExtractionStats)
+    router: Callable[[Record], str | None] | None = None  # per-record adapter (e.g. an AdapterRouter); wins over adapter
 
     @property
     def task(self) -> str:
@@ -139,9 +140,10 @@ class InContextExtractor:
         self.stats.chunked_records += 1
         return [(sub, chunk) for chunk, sub in chunk_record(record, limit, min(self.chunk_overlap_words, limit // 4))]
 
-    def _requests(self, prompts: Sequence[Prompt]) -> list[GenerationRequest]:
-        return [GenerationRequest(adapter=self.adapter, max_tokens=self.max_tokens,
-                                  **p.request_fields(constrained=self.constrained)) for p in prompts]
+    def _requests(self, prompts: Sequence[Prompt], adapters: Sequence[str | None] | None = None) -> list[GenerationRequest]:
+        adapters = adapters if adapters is not None else [self.adapter] * len(prompts)
+        return [GenerationRequest(adapter=a, max_tokens=self.max_tokens,
+                                  **p.request_fields(constrained=self.constrained)) for p, a in zip(prompts, adapters, strict=True)]
 
     def extract(self, records: Iterable[Record], total: int | None = None) -> Iterator[Record]:
         """Predictions in input order, produced batch by batch (stream them to disk as they come)."""
@@ -163,7 +165,13 @@ class InContextExtractor:
                 demos = self.demonstrations(record) if self.demonstrations else ()
                 work.append((i, unit, chunk, self.builder.build(unit, demos)))
         prompts = [p for *_, ps in work for p in ps]
-        generations = self.engine.generate(self._requests(prompts)) if prompts else []
+        adapters = None
+        if self.router is not None:  # one adapter per record, all in one engine call (a mixed batch)
+            route_many = getattr(self.router, "route", None)
+            chosen = ([d.adapter for d in route_many(list(batch))] if route_many is not None
+                      else [self.router(record) for record in batch])
+            adapters = [chosen[i] for i, *_, ps in work for _ in ps]
+        generations = self.engine.generate(self._requests(prompts, adapters)) if prompts else []
         self.stats.prompts += len(prompts)
         self.stats.prompt_tokens += sum(g.prompt_tokens for g in generations)
         self.stats.completion_tokens += sum(g.completion_tokens for g in generations)
@@ -184,6 +192,8 @@ class InContextExtractor:
                                           for k in ("exact", "fuzzy", "not_found")}
                 pred.meta["chunks"] = len(parts)
             pred.meta["template"] = self.builder.version
+            if adapters is not None:
+                pred.meta["adapter"] = chosen[i]
             self.stats.add(pred)
             out.append(pred)
         return out
