@@ -42,7 +42,7 @@ from openie.tools.ner_retriever import (
     MentionProjector,
     NERRetriever,
     ProjectorConfig,
-    TripletData,
+    collect_triplet_data,
     evaluate_type_retrieval,
     train_projector,
     type_relevance,
@@ -172,16 +172,6 @@ def _train_mentions(cfg: TypeRetrievalConfig) -> tuple[list[Record], dict[str, s
     return records, descriptions
 
 
-def _triplets(records: Sequence[Record], vectors: Sequence[np.ndarray], anchors: Mapping[str, np.ndarray]) -> TripletData:
-    rows, types = [], []
-    for r, v in zip(records, vectors, strict=True):
-        label = {e.span: e.label for e in r.entities}
-        for j, sp in enumerate(sorted(label)):
-            rows.append(v[j])
-            types.append(label[sp])
-    return TripletData(np.stack(rows), types, dict(anchors))
-
-
 def _index_and_score(vectors: Sequence[np.ndarray], records: Sequence[Record], spans: Sequence[Sequence[tuple[int, int]]],
                      project: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, labels: Sequence[str],
                      descriptions: Mapping[str, str], candidates_factor: int = 4) -> tuple[dict[str, Any], MentionIndex]:
@@ -235,7 +225,7 @@ def run_type_retrieval(config: str | Path | TypeRetrievalConfig, *, show_progres
         dev_labels = sorted(dev_desc)
         dev_queries = encoder.encode_texts([dev_desc[lab] for lab in dev_labels])
         for h, hook in enumerate(encoder.hooks):
-            data = _triplets(train_records, train_vecs[h], dict(zip(type_names, anchor_vecs[h], strict=True)))
+            data = collect_triplet_data(train_records, train_vecs[h], dict(zip(type_names, anchor_vecs[h], strict=True)))
             mlp, losses = train_projector(data, ProjectorConfig(**{**asdict(pcfg), "steps": cfg.sweep_steps}),
                                           work / "sweep" / f"layer{hook.layer}", show_progress=False)
             proj = MentionProjector(mlp)
@@ -253,7 +243,7 @@ def run_type_retrieval(config: str | Path | TypeRetrievalConfig, *, show_progres
 
     # 3. the projector at the chosen layer
     t = time.perf_counter()
-    data = _triplets(train_records, train_vecs[h_idx], dict(zip(type_names, anchor_vecs[h_idx], strict=True)))
+    data = collect_triplet_data(train_records, train_vecs[h_idx], dict(zip(type_names, anchor_vecs[h_idx], strict=True)))
     mlp, losses = train_projector(data, pcfg, work / f"projector-layer{chosen}", show_progress=show_progress)
     projector = MentionProjector(mlp, {"config": asdict(pcfg), "input_dim": int(data.mentions.shape[1]),
                                        "layer": chosen, "module": cfg.module, "train": cfg.train,
