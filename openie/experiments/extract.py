@@ -287,12 +287,8 @@ class ExtractorSpec:
     cache: str | None = None
     engine_factory: Callable[[], Engine] | None = None  # instead of create_engine (tests, custom engines)
     selection: DemonstrationSpec | None = None  # a retriever instead of random draws from ``demonstrations``
-    method: str = "icl"
-    method_options: dict[str, Any] = field(default_factory=dict)
 
-    def build_engine(self) -> Engine | None:
-        if self.method == "gliner":  # an encoder method: no LLM engine
-            return None
+    def build_engine(self) -> Engine:
         if self.engine_factory is not None:
             return self.engine_factory()
         from openie.engines import create_engine
@@ -307,9 +303,7 @@ class ExtractorSpec:
         return RandomDemonstrations(load_pool(self.demonstrations, self.data_root), self.k, self.seed)
 
     def build(self, engine: Engine | None = None,
-              demonstrations: Demonstrations | None = None) -> InContextExtractor | GLiNERExtractor:
-        if self.method == "gliner":
-            return GLiNERExtractor.from_options(Schema.from_dict(self.schema), self.method_options)
+              demonstrations: Demonstrations | None = None) -> InContextExtractor:
         builder = PromptBuilder(self.template, Schema.from_dict(self.schema))
         return InContextExtractor(engine or self.build_engine(), builder,
                                   demonstrations=demonstrations or self.build_demonstrations(),
@@ -764,8 +758,7 @@ def extract_file(
     spec = ExtractorSpec(template, resolved_schema.to_dict(), backend, model, adapters, adapter,
                          dict(engine_options or {}), max_tokens, batch_size, constrained,
                          demonstrations if isinstance(demonstrations, str) else None, k, seed,
-                         data_root, str(cache) if cache is not None else None, engine_factory, selection,
-                         method, dict(method_options or {}))
+                         data_root, str(cache) if cache is not None else None, engine_factory, selection)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a+b") as out:

@@ -1,7 +1,8 @@
 """The NER Retriever experiment: zero-shot type retrieval, R-precision per type, against sentence baselines.
 
 One YAML config, one work folder, resumable: mention vectors are cached per corpus (keyed by the
-encoder, hook points and spans), the projector checkpoints, and each finished row is stored.
+encoder's weights, hook points, texts and spans) and the projectors checkpoint, so a re-run only
+recomputes what is missing; ``results.json`` and ``report.md`` are written at the end.
 
 1. **Layer sweep** (one forward pass reads every candidate layer): for each layer, a projector
    trained briefly on a sample of the training mentions, scored on ``sweep_dev`` (a corpus kept

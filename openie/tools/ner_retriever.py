@@ -146,11 +146,14 @@ class MentionEncoder:
         return self._dims
 
     def fingerprint(self) -> str:
-        """Model weights' identity plus hook points: part of every cache key of these vectors."""
-        h = hashlib.sha256(json.dumps([self.model_id, [asdict(p) for p in self.hooks], self.max_length]).encode())
-        first = next(self.model.parameters())
-        h.update(first.detach().float().cpu().numpy()[:64].tobytes())
-        return h.hexdigest()[:16]
+        """Every weight plus the hook points: part of every cache key of these vectors (computed once)."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256(json.dumps([self.model_id, [asdict(p) for p in self.hooks], self.max_length]).encode())
+            for name, tensor in sorted(self.model.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().float().cpu().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def _token_index(self, offsets: Sequence[tuple[int, int]], end: int) -> int:
         """The token holding character ``end - 1`` (the mention's last character)."""
