@@ -159,7 +159,8 @@ def extract_cmd(
     k: Annotated[int, typer.Option("--k", help="Demonstrations per record.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the demonstration draw.")] = 0,
     method: Annotated[str, typer.Option(help="icl; ruie (demonstrations from a fitted RUIE retriever, --retriever-path); "
-                                             "gliner (--model is a GLiNER checkpoint).")] = "icl",
+                                             "gliner (--model is a GLiNER checkpoint); baner (BANER span detector: --use-adapter, "
+                                             "--method-option support=NAME:SPLIT for prototype typing).")] = "icl",
     method_option: Annotated[list[str] | None, typer.Option(help="Method keyword KEY=VALUE (JSON values), e.g. threshold=0.4, labels=description.")] = None,
     retriever: Annotated[str, typer.Option(help="Demonstration selection: random, bm25, bm25s, dense, entity_knn, ruie, saved.")] = "random",
     retriever_path: Annotated[Path | None, typer.Option(help="RUIE work folder (ruie) or saved retriever (saved).")] = None,
@@ -577,6 +578,22 @@ def ner_retriever_experiment(
     typer.echo(Path(cfg.workdir).parent / "report.md")
     typer.echo(json.dumps({row: {c: r["macro_r_precision"] for c, r in per.items()}
                            for row, per in summary["results"].items()}, indent=2))
+
+
+baner_app = typer.Typer(help="BANER: boundary-aware LLM span detection, prototype typing, LoRAHub.", no_args_is_help=True)
+app.add_typer(baner_app, name="baner")
+
+
+@baner_app.command("experiment")
+def baner_experiment(config: Annotated[Path, typer.Argument(help="BANER experiment config (YAML).")]) -> None:
+    """Source adapters (plain / contrastive), K-shot CrossNER episodes, LoRAHub, the ablation table (resumable)."""
+    from openie.experiments.baner import run_baner_experiment
+
+    try:
+        results = run_baner_experiment(config)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(Path(results["config"]["workdir"]).parent / "report.md")
 
 
 @ner_retriever_app.command("index")

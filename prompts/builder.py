@@ -93,7 +93,7 @@ class PromptBuilder:
 
     def _units(self, record: Record) -> list[tuple[str | None, Event | None]]:
         """Prompts per record: one, or one per entity type (question format), or one per event (EAE)."""
-        if self._template.format == "question":
+        if self._template.format in ("question", "markers"):
             return [(label, None) for label in self.schema.entity_labels]
         if self.task == "eae":
             return [(None, ev) for ev in record.events]
@@ -113,7 +113,7 @@ class PromptBuilder:
             block["schema"] = fmt.schema_text(self.schema, self.task, record, event, order)  # type: ignore[attr-defined]
         if with_output:
             block["output"] = (fmt.linearize(record, self.task, event, label=label)  # type: ignore[call-arg]
-                               if fmt.name == "question" else fmt.linearize(record, self.task, event))
+                               if isinstance(fmt, QuestionFormat) else fmt.linearize(record, self.task, event))
         return block
 
     def _render(self, record: Record, label: str | None, event: Event | None, demos: Sequence[Record]) -> str:
@@ -155,7 +155,7 @@ class PromptBuilder:
 
     # --- reading outputs ---------------------------------------------------------------------
     def parse(self, prompt: Prompt, text: str, record: Record) -> ParseResult:
-        if self.format.name == "question":
+        if isinstance(self.format, QuestionFormat):
             return self.format.parse(text, record, self.schema, self.task, prompt.event, label=prompt.label)  # type: ignore[call-arg]
         return self.format.parse(text, record, self.schema, self.task, prompt.event)
 
@@ -174,8 +174,8 @@ class PromptBuilder:
         """The gold output for a prompt, as the model should write it after the prompt."""
         fmt = self.format
         out = (fmt.linearize(record, self.task, prompt.event, label=prompt.label)  # type: ignore[call-arg]
-               if fmt.name == "question" else fmt.linearize(record, self.task, prompt.event))
-        return " " + out
+               if isinstance(fmt, QuestionFormat) else fmt.linearize(record, self.task, prompt.event))
+        return " " + out if out else out  # an empty answer (markers format) is the end token alone
 
     def training_pairs(self, records: Iterable[Record],
                        demonstrations: Callable[[Record], Sequence[Record]] | None = None) -> list[tuple[str, str]]:

@@ -390,7 +390,54 @@ class QuestionFormat:
         return result
 
 
-FORMATS: dict[str, OutputFormat] = {"ruie": RuieFormat(), "json": JsonFormat(), "question": QuestionFormat()}
+class MarkersFormat(QuestionFormat):
+    """One prompt per entity type (BANER); the answer lists that type's spans between markers.
+
+    ``<<< Paris >>> <<< Rome >>>``; no entity is an empty answer (the model ends at once), so a
+    decoder restricted to the input's tokens, the markers and the end token can write every
+    answer. Only spans found verbatim in the input are kept (the method's rule); the rest become
+    ``not_found`` problems.
+    """
+
+    name = "markers"
+    OPEN, CLOSE = "<<<", ">>>"
+    _SPAN = re.compile(r"<<<\s*(.*?)\s*>>>", re.S)
+
+    def linearize(self, record: Record, task: str, event: Event | None = None, label: str | None = None) -> str:
+        if task != "ner" or label is None:
+            raise ValueError("the markers format linearizes one entity type of task ner at a time: pass label=")
+        return " ".join(f"{self.OPEN} {e.text} {self.CLOSE}" for e in _sorted_entities(record) if e.label == label)
+
+    def read_items(self, text: str, schema: Schema, label: str | None, result: ParseResult) -> list[tuple[str, str]]:
+        if label is None or label not in schema.entity_labels:
+            result.problems.append(ParseProblem("unknown_type", f"prompt asked for unknown type {label!r}"))
+            return []
+        spans = [s for s in self._SPAN.findall(text) if s.strip()]
+        rest = self._SPAN.sub("", text).strip()
+        if rest:
+            result.problems.append(ParseProblem("syntax", "text outside the markers was ignored", rest[:200]))
+        return [(label, s) for s in spans]  # a repeated span is a repeated mention
+
+    def parse_many(self, answers: Sequence[tuple[str, str | None]], record: Record, schema: Schema) -> ParseResult:
+        result = ParseResult()
+        items: list[tuple[str, str]] = []
+        groups: list[int] = []
+        for i, (text, label) in enumerate(answers):
+            got = self.read_items(text, schema, label, result)
+            items += got
+            groups += [i] * len(got)
+        for entity, a in zip(_grounded(record, items, result, groups), result.alignments, strict=True):
+            if entity is None:
+                continue
+            if a.status.value != "exact":
+                result.problems.append(ParseProblem("not_found", f"{a.query!r} is not in the input verbatim", a.query))
+                continue
+            result.entities.append(entity)
+        return result
+
+
+FORMATS: dict[str, OutputFormat] = {"ruie": RuieFormat(), "json": JsonFormat(), "question": QuestionFormat(),
+                                    "markers": MarkersFormat()}
 
 
 def get_format(name: str) -> OutputFormat:

@@ -1,16 +1,30 @@
-"""BANER building blocks: contrastive positions from offsets, the loss, input-restricted decoding."""
+"""BANER: contrastive positions and loss, training with the term, constrained decoding, typing, LoRAHub, episodes."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
+from openie.adapters.registry import AdapterRegistry
+from openie.adapters.training import TrainingError, train_lora
+from openie.engines.scripted import ScriptedEngine
 from openie.methods.baner import (
+    BANERExtractor,
+    BoundaryContrastiveLoss,
     BoundaryError,
     BoundaryPositions,
-    InputTokensLogitsProcessor,
+    PrototypeTyper,
     boundary_contrastive_loss,
     boundary_positions,
+    lorahub_merge,
+    lorahub_search,
+    sample_support,
+    span_detection_pairs,
 )
+from openie.records import Entity, Record
+from openie.schema import Schema
 
 
 @pytest.fixture(scope="module")
@@ -71,19 +85,192 @@ def test_loss_matches_the_formula_and_pulls_boundaries_to_the_anchor():
     assert float(boundary_contrastive_loss(hidden, [])) == 0.0
 
 
-def test_constrained_generation_never_emits_a_token_outside_the_input(tiny_decoder_path, tok):
-    import torch
-    from transformers import AutoModelForCausalLM, LogitsProcessorList
+SCHEMA = Schema.from_labels({"person": "a named person", "location": "a named place"})
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_decoder_path).eval()
+
+def _record(rid, text, *ents):
+    entities = []
+    for span, label in ents:
+        start = text.index(span)
+        entities.append(Entity(start, start + len(span), label, span))
+    return Record(id=rid, text=text, entities=entities)
+
+
+RECORDS = [
+    _record("r0", "Grace Hopper visited Paris in May .", ("Grace Hopper", "person"), ("Paris", "location")),
+    _record("r1", "Bob lives near Rome .", ("Bob", "person"), ("Rome", "location")),
+    _record("r2", "Nothing happened today .", ),
+    _record("r3", "Alice met Carol in Oslo and Bergen .", ("Alice", "person"), ("Carol", "person"),
+            ("Oslo", "location"), ("Bergen", "location")),
+]
+
+
+def test_pairs_put_the_anchor_on_the_type_name_and_positives_on_entity_edges(tok):
+    pairs, spans = span_detection_pairs(RECORDS[:1], SCHEMA)
+    assert len(pairs) == 2 and [p for p, _ in pairs][0].startswith("Please extract the entity of person")
+    assert pairs[0][1] == " <<< Grace Hopper >>>" and pairs[1][1] == " <<< Paris >>>"
+    loss = BoundaryContrastiveLoss(spans, layer=1)
+    from openie.engines.tokenization import prompt_ids
+
+    for i, (prompt, _) in enumerate(pairs):
+        ids = prompt_ids(tok, prompt)
+        [pos] = loss.prepare(i, prompt, ids, tok)
+        offsets = tok(prompt, return_offsets_mapping=True)["offset_mapping"]
+        shift = len(offsets) - len(ids)
+
+        def text(j, offsets=offsets, shift=shift, prompt=prompt):
+            s, e = offsets[j + shift]
+            return prompt[s:e].strip()
+
+        label, entity = ("person", "Grace Hopper") if i == 0 else ("location", "Paris")
+        assert label.endswith(text(pos.anchor)) and text(pos.anchor)
+        assert entity.startswith(text(pos.positives[0])) and entity.endswith(text(pos.positives[-1]))
+        assert all(text(n) not in entity.split() for n in pos.negatives) and len(pos.negatives) == 4
+    # a pair without entities of its type has no term
+    pairs, spans = span_detection_pairs(RECORDS[2:3], SCHEMA)
+    assert spans == [None, None] and BoundaryContrastiveLoss(spans, layer=1).prepare(0, pairs[0][0], [], tok) == []
+
+
+def test_training_with_the_contrastive_term_logs_it_and_refuses_a_changed_term(tiny_decoder_path, tmp_path):
+    pairs, spans = span_detection_pairs(RECORDS, SCHEMA)
+    aux = BoundaryContrastiveLoss(spans, layer=1, weight=1.0)
+    result = train_lora(str(tiny_decoder_path), pairs, tmp_path / "run", max_steps=12, lr=5e-3, batch_size=4,
+                        device="cpu", progress=False, auxiliary_loss=aux, save_every=6)
+    log = json.loads((tmp_path / "run" / "openie_training.json").read_text())
+    assert log["config"]["auxiliary_loss"] == {"name": "boundary_contrastive", "layer": 1, "weight": 1.0,
+                                               "negative_offsets": [-2, -1, 1, 2]}
+    aux_losses = log["auxiliary_losses"]
+    assert len(aux_losses) == 12 and all(a >= 0 for a in aux_losses)
+    assert np.mean(aux_losses[-4:]) < np.mean(aux_losses[:4])  # weight 1: the term is being minimised
+    assert result.steps == 12
+    with pytest.raises(TrainingError, match="auxiliary_loss"):
+        train_lora(str(tiny_decoder_path), pairs, tmp_path / "run", max_steps=14, batch_size=4, lr=5e-3,
+                   device="cpu", progress=False, auxiliary_loss=BoundaryContrastiveLoss(spans, layer=2, weight=1.0))
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_constrained_decoding_never_emits_a_token_outside_the_input(tiny_decoder_path, tok, beams):
+    from openie.engines.base import GenerationRequest
+    from openie.engines.hf import TransformersEngine
+    from openie.engines.tokenization import allowed_token_ids
+
+    engine = TransformersEngine(str(tiny_decoder_path), device="cpu", num_beams=beams)
+    produced = []  # a spy on the real model: the token ids each call generated, per input row
+    real = engine.model.generate
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        produced.append(out[:, kwargs["input_ids"].shape[1]:].tolist())
+        return out
+
+    engine.model.generate = spy
     texts = ["Grace Hopper met Bob in Paris .", "the river flows"]
-    processor = InputTokensLogitsProcessor.for_inputs(tok, texts, num_beams=2)
-    prompts = [f"Input: {t}\nEntities:" for t in texts]
-    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
-    with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=12, num_beams=2, do_sample=False,
-                             logits_processor=LogitsProcessorList([processor]), pad_token_id=tok.eos_token_id)
-    for row, allowed in enumerate(processor.allowed):
-        generated = out[row, enc["input_ids"].shape[1]:].tolist()
-        assert generated and set(generated) <= set(allowed)
-    assert set(processor.allowed[0]) != set(processor.allowed[1])
+    requests = [GenerationRequest(prompt=f"Sentence: {t}\nEntities:", max_tokens=12, allowed_texts=(t, "<<< >>>"))
+                for t in texts]
+    outs = engine.generate(requests)
+    constrained = [row for call in produced for row in call]
+    produced.clear()
+    engine.generate([GenerationRequest(prompt=r.prompt, max_tokens=12) for r in requests])
+    free = [row for call in produced for row in call]
+    # rows are sorted longest prompt first inside a batch: compare each row with its own input's set
+    sets = [set(allowed_token_ids(tok, (t, "<<< >>>"), engine.eos_ids)) | {engine.pad_id} for t in texts]
+    assert all(out.completion_tokens > 0 for out in outs)
+    assert all(any(set(row) <= s for s in sets) for row in constrained)
+    assert all(set(row) <= sets[0] | sets[1] for row in constrained)
+    assert any(not set(row) <= sets[0] | sets[1] for row in free)  # the random tiny model leaves the input when free
+    assert (engine.model_id.endswith("#beams=3")) == (beams == 3)
+
+
+def test_extractor_sends_constrained_per_type_requests_and_keeps_only_verbatim_spans():
+    def answer(request):
+        if "entity of person" in request.prompt:
+            return " <<< Grace Hopper >>> <<< Grace Hoper >>>"
+        return " <<< Paris >>>" if "Paris" in request.prompt else ""
+
+    engine = ScriptedEngine(answer)
+    extractor = BANERExtractor(engine, SCHEMA, adapter="det")
+    [pred, empty] = extractor.extract([RECORDS[0], RECORDS[2]], progress=False)
+    assert len(engine.calls) == 4 and all(c.adapter == "det" for c in engine.calls)
+    assert engine.calls[0].allowed_texts == (RECORDS[0].text, "<<< >>>")
+    assert [(e.text, e.label) for e in pred.entities] == [("Grace Hopper", "person"), ("Paris", "location")]
+    assert any(p["kind"] == "not_found" for p in pred.meta["parse_problems"])  # the misspelt span is dropped
+    assert empty.entities == []
+    unconstrained = BANERExtractor(ScriptedEngine(answer), SCHEMA, constrained=False)
+    unconstrained.extract([RECORDS[0]], progress=False)
+    assert unconstrained.engine.calls[0].allowed_texts is None
+
+
+class WordVectors:
+    """Span vectors from a fixed table of words: a deterministic stand-in for an encoder."""
+
+    TABLE = {"Grace": [1, 0.1], "Hopper": [1, 0], "Bob": [0.9, 0.2], "Alice": [1, 0.2], "Carol": [0.8, 0.1],
+             "Paris": [0, 1], "Rome": [0.1, 1], "Oslo": [0.2, 0.9], "Bergen": [0, 0.8]}
+
+    def encode_spans(self, texts, spans):
+        return [np.array([np.mean([self.TABLE[w] for w in t[s:e].split()], axis=0) for s, e in sp]).reshape(-1, 2)
+                for t, sp in zip(texts, spans, strict=True)]
+
+
+def test_prototypes_type_each_span_by_the_nearest_support_mean():
+    typer = PrototypeTyper.fit(WordVectors(), RECORDS[:2])
+    text = RECORDS[3].text
+    spans = [(e.start, e.end) for e in RECORDS[3].entities]
+    got = typer.assign([text], [spans])[0]
+    assert [label for label, _ in got] == [e.label for e in RECORDS[3].entities]
+    engine = ScriptedEngine(lambda r: " <<< Alice >>> <<< Oslo >>>" if "person" in r.prompt else "")
+    [pred] = BANERExtractor(engine, SCHEMA, typer=typer).extract([RECORDS[3]], progress=False)
+    assert {(e.text, e.label) for e in pred.entities} == {("Alice", "person"), ("Oslo", "location")}
+    with pytest.raises(BoundaryError):
+        PrototypeTyper.fit(WordVectors(), RECORDS[2:3])
+
+
+def test_support_sampling_reaches_k_per_type_and_is_seeded():
+    pool = RECORDS * 3
+    support = sample_support(pool, ["person", "location"], 3, seed=1)
+    counts = {lab: sum(e.label == lab for r in support for e in r.entities) for lab in ("person", "location")}
+    assert min(counts.values()) >= 3 and all(r.entities for r in support)
+    assert [r.id for r in support] == [r.id for r in sample_support(pool, ["person", "location"], 3, seed=1)]
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tiny_decoder_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub")
+    person = [(p, t) for p, t in span_detection_pairs(RECORDS, SCHEMA)[0] if "person" in p]
+    location = [(p, t) for p, t in span_detection_pairs(RECORDS, SCHEMA)[0] if "location" in p]
+    paths = []
+    for name, pairs in (("a", person), ("b", location)):
+        train_lora(str(tiny_decoder_path), pairs, root / name, max_steps=15, lr=1e-2, batch_size=2, device="cpu",
+                   progress=False, seed=3)
+        paths.append(root / name)
+    return paths, person, location
+
+
+def test_lorahub_weights_change_the_merged_adapter(two_adapters):
+    from safetensors.torch import load_file
+
+    paths, _, _ = two_adapters
+    a, b = (load_file(str(p / "adapter_model.safetensors")) for p in paths)
+    merged = lorahub_merge(paths, [0.25, 0.75])
+    key = next(iter(a))
+    assert np.allclose(merged[key].numpy(), 0.25 * a[key].numpy() + 0.75 * b[key].numpy(), atol=1e-6)
+    assert not np.allclose(lorahub_merge(paths, [1.0, 0.0])[key].numpy(), merged[key].numpy())
+    with pytest.raises(BoundaryError):
+        lorahub_merge(paths, [1.0])
+
+
+def test_lorahub_search_fits_the_support_and_registers_the_merge(tiny_decoder_path, two_adapters, tmp_path):
+    from peft import PeftModel
+
+    from openie.adapters.training import pairs_loss
+    from openie.models import load_causal_lm, load_tokenizer
+
+    paths, person, _ = two_adapters
+    registry = AdapterRegistry(tmp_path / "registry")
+    result = lorahub_search(str(tiny_decoder_path), paths, person, tmp_path / "hub", budget=12, l1=0.0,
+                            registry=registry, name="hub", progress=False)
+    assert result.loss <= result.uniform_loss and len(result.history) <= 12
+    assert result.weights[0] > result.weights[1]  # the person adapter fits person prompts better
+    assert registry.get("hub").training["lorahub"]["weights"] == result.weights
+    tokenizer = load_tokenizer(str(tiny_decoder_path))
+    model = PeftModel.from_pretrained(load_causal_lm(str(tiny_decoder_path)), str(tmp_path / "hub")).eval()
+    assert pairs_loss(model, tokenizer, person) == pytest.approx(result.loss, rel=1e-4)  # the saved merge is the found one

@@ -403,3 +403,28 @@ def test_retrieved_demonstrations_are_recorded_and_change_the_configuration(reco
         run(records_file, tmp_path / "r.jsonl", method="ruie")
     with pytest.raises(ExtractError, match="needs path="):
         run(records_file, tmp_path / "s.jsonl", demonstrations=str(pool), retriever="saved")
+
+
+# --------------------------------------------------------------------------------------------- BANER
+
+def markers_for_type(request) -> str:
+    """A scripted BANER detector: the capitalised words of the sentence for the prompt's type."""
+    label = request.prompt.split("entity of ", 1)[1].split(" ", 1)[0]
+    sentence = request.prompt.split("Sentence: ", 1)[1].split("\n", 1)[0]
+    return " ".join(f"<<< {w} >>>" for w in sentence.split() if NAMES.get(w) == label)
+
+
+def test_baner_method_sends_constrained_per_type_prompts_and_resumes(records_file, tmp_path):
+    engine = ScriptedEngine(markers_for_type)
+    out = tmp_path / "baner.jsonl"
+    summary = run(records_file, out, engine=engine, method="baner", adapter="det",
+                  method_options={"constrained": True})
+    assert summary.records == 20 and summary.f1 == 1.0
+    assert len(engine.calls) == 40 and all(c.allowed_texts and c.adapter == "det" for c in engine.calls)
+    config = json.loads(out.with_name(out.name + ".run.json").read_text())["config"]
+    assert config["method"] == "baner" and config["template"].startswith("ner.baner.v1@")
+    assert config["method_options"]["constrained"] is True
+    with pytest.raises(ConfigMismatchError, match="method_options"):
+        run(records_file, out, engine=engine, method="baner", adapter="det", method_options={"constrained": False})
+    with pytest.raises(ExtractError, match="unknown BANER options"):
+        run(records_file, tmp_path / "x.jsonl", engine=engine, method="baner", method_options={"beams": 3})

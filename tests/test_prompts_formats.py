@@ -134,3 +134,20 @@ def test_relations_parse_with_commas_inside_arguments():
                                     "tail_type": "location"}]})
     [rel] = JsonFormat().parse(js, rec, SCHEMA, "re").relations
     assert rel.head.label == "person" and rel.tail.label == "location"
+
+
+def test_markers_format_lists_one_type_and_keeps_only_verbatim_spans():
+    from prompts.formats import MarkersFormat
+
+    fmt = MarkersFormat()
+    record = Record(id="m", text="Grace Hopper met Bob in Paris .",
+                    entities=[Entity(0, 12, "person", "Grace Hopper"), Entity(17, 20, "person", "Bob"),
+                              Entity(24, 29, "location", "Paris")])
+    schema = Schema.from_labels(["person", "location"])
+    assert fmt.linearize(record, "ner", label="person") == "<<< Grace Hopper >>> <<< Bob >>>"
+    assert fmt.linearize(record, "ner", label="organization") == ""
+    result = fmt.parse_many([(" <<< Grace Hopper >>> <<< bob >>> junk", "person"), (" <<< Paris >>>", "location")],
+                            record, schema)
+    assert [(e.text, e.label) for e in result.entities] == [("Grace Hopper", "person"), ("Paris", "location")]
+    kinds = sorted(p.kind for p in result.problems)
+    assert kinds == ["not_found", "syntax"]  # 'bob' only matches case-insensitively; 'junk' is outside markers

@@ -16,6 +16,7 @@ from openie.adapters.training import (  # noqa: E402
     TrainingError,
     _collate,
     _encode,
+    _target_loss,
     default_target_modules,
     train_lora,
 )
@@ -41,13 +42,38 @@ def test_loss_covers_the_target_tokens_only(tiny_decoder_path):
         text = render_prompt(tokenizer, prompt) if isinstance(prompt, GenerationRequest) else prompt
         assert ids[:start] == prompt_ids(tokenizer, text)  # exactly the ids the engines feed the model
         assert tokenizer.decode(ids[start:-1]) == target and ids[-1] == tokenizer.eos_token_id
-    batch = _collate(encoded, tokenizer.pad_token_id)
-    (ids0, start0), (ids1, _) = encoded
-    assert batch["labels"][0, :start0].eq(-100).all()
-    assert batch["labels"][0, start0:len(ids0)].tolist() == ids0[start0:]
-    assert batch["attention_mask"][1, len(ids1):].eq(0).all() and batch["labels"][1, len(ids1):].eq(-100).all()
+    batch, labels, pads = _collate(encoded, tokenizer.pad_token_id)
+    (ids0, start0), (ids1, start1) = encoded
+    width = batch["input_ids"].shape[1]
+    assert pads == [width - len(ids0), width - len(ids1)]  # left padding: every target ends in the last column
+    assert batch["input_ids"][1, pads[1]:].tolist() == ids1 and batch["attention_mask"][1, :pads[1]].eq(0).all()
+    assert batch["position_ids"][1, pads[1]:].tolist() == list(range(len(ids1)))
+    n0 = len(ids0) - start0
+    assert labels[0, -n0:].tolist() == ids0[start0:] and labels[0, :-n0].eq(-100).all()
+    assert labels.shape[1] == max(n0, len(ids1) - start1)
     with pytest.raises(TrainingError, match="pair 0: prompt"):
         _encode(tokenizer, [PAIRS[0]], max_length=4)
+
+
+def test_target_loss_equals_the_full_right_padded_loss(tiny_decoder_path):
+    """Computing logits only at target positions of a left-padded batch changes no number."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_decoder_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_decoder_path).eval()
+    encoded = _encode(tokenizer, PAIRS[:3], max_length=512)
+    batch, labels, _ = _collate(encoded, tokenizer.pad_token_id)
+    with torch.no_grad():
+        ours, hidden = _target_loss(model, batch, labels, hidden_layer=1)
+        per_row = []
+        for ids, start in encoded:
+            full_labels = torch.tensor([[-100] * start + ids[start:]])
+            out = model(input_ids=torch.tensor([ids]), labels=full_labels)
+            per_row.append((float(out.loss) * (len(ids) - start), len(ids) - start))
+    expected = sum(a for a, _ in per_row) / sum(n for _, n in per_row)
+    assert float(ours) == pytest.approx(expected, rel=1e-4)
+    assert hidden.shape[:2] == batch["input_ids"].shape
 
 
 def test_training_memorises_pairs_and_registers_the_adapter(tiny_decoder_path, tmp_path):

@@ -174,6 +174,29 @@ def test_json_schema_constrains_output(engine):
         jsonschema.validate(json.loads(g.text), schema)
 
 
+def test_allowed_texts_restrict_every_generated_token(engine, monkeypatch):
+    from openie.engines.tokenization import allowed_token_ids
+
+    produced = []  # a spy on the real vLLM outputs: the token ids of every completion
+    real = engine._run
+
+    def spy(prompts, params, adapters):
+        outs = real(prompts, params, adapters)
+        produced.extend(list(o.outputs[0].token_ids) for o in outs)
+        return outs
+
+    monkeypatch.setattr(engine, "_run", spy)
+    text = "Grace Hopper met Bob in Paris ."
+    requests = [GenerationRequest(prompt=f"Sentence: {text}\nEntities:", max_tokens=16, adapter=a,
+                                  allowed_texts=(text, "<<< >>>")) for a in (None, "A", "B")]
+    engine.generate(requests)
+    allowed = set(allowed_token_ids(engine.tokenizer, (text, "<<< >>>"), engine._end_ids()))
+    assert len(produced) == 3 and all(row and set(row) <= allowed for row in produced)
+    produced.clear()
+    engine.generate([GenerationRequest(prompt=r.prompt, max_tokens=16, adapter=r.adapter) for r in requests])
+    assert any(not set(row) <= allowed for row in produced)  # unconstrained, the random model leaves the input
+
+
 def test_chat_messages_use_the_chat_template(engine):
     messages = ({"role": "user", "content": "Who was Marie Curie?"},)
     g = engine.generate([GenerationRequest(messages=messages, max_tokens=4)])[0]

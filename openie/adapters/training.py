@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -38,7 +38,8 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.pt"
 # Settings a resumed run must share with the run that wrote the checkpoint.
 _RESUME_KEYS = ("base_model", "rank", "alpha", "dropout", "target_modules", "lr", "weight_decay", "batch_size",
-                "grad_accum", "seed", "data_sha256", "n_pairs", "schedule", "warmup_steps", "max_grad_norm")
+                "grad_accum", "seed", "data_sha256", "n_pairs", "schedule", "warmup_steps", "max_grad_norm",
+                "auxiliary_loss")
 
 
 class TrainingError(OpenIEError, RuntimeError):
@@ -54,6 +55,26 @@ class TrainingResult:
     resumed_from: int = 0           # step of the checkpoint this call started from (0: fresh)
     losses: list[float] = field(default_factory=list)  # per step, this call's steps only
     adapter: AdapterInfo | None = None                 # registry entry, when registered
+
+
+class AuxiliaryLoss(Protocol):
+    """An extra training term on one layer's hidden states, added to the LM loss as ``weight * term``.
+
+    ``prepare`` runs once per pair on its prompt text and token ids (what it needs per example,
+    e.g. token positions); ``__call__`` gets the hidden states of ``layer`` (``hidden_states[layer]``
+    of a transformers model: 0 is the embeddings, ``l`` the output of block ``l``) for a micro-batch
+    and, per row, its prepared item and how many pad tokens precede it (rows are left-padded).
+    ``describe`` keys the run: a resumed run must use the same term.
+    """
+
+    weight: float
+    layer: int
+
+    def prepare(self, index: int, text: str, ids: list[int], tokenizer: Any) -> Any: ...
+
+    def __call__(self, hidden: torch.Tensor, items: list[tuple[Any, int]]) -> torch.Tensor: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 def default_target_modules(model: torch.nn.Module) -> list[str]:
@@ -107,16 +128,61 @@ def _data_hash(pairs: Sequence[Pair]) -> str:
     return digest.hexdigest()
 
 
-def _collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+def _collate(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[dict[str, torch.Tensor], torch.Tensor,
+                                                                          list[int]]:
+    """Left-padded batch (targets end at the last column), target labels, and each row's pad count.
+
+    Left padding lines every row's target up at the end, so the LM head runs only on the last
+    ``max target length + 1`` positions: with a 262k vocabulary that head costs more than the rest.
+    """
     width = max(len(ids) for ids, _ in examples)
+    span = max(len(ids) - start for ids, start in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    labels = torch.full((len(examples), span), -100, dtype=torch.long)
     attention = torch.zeros((len(examples), width), dtype=torch.long)
+    pads = []
     for r, (ids, start) in enumerate(examples):
-        input_ids[r, :len(ids)] = torch.tensor(ids)
-        labels[r, start:len(ids)] = torch.tensor(ids[start:])
-        attention[r, :len(ids)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+        pad = width - len(ids)
+        pads.append(pad)
+        input_ids[r, pad:] = torch.tensor(ids)
+        attention[r, pad:] = 1
+        n_target = len(ids) - start
+        labels[r, span - n_target:] = torch.tensor(ids[start:])
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions}, labels, pads
+
+
+def _target_loss(model: Any, batch: dict[str, torch.Tensor], labels: torch.Tensor,
+                 hidden_layer: int | None) -> tuple[torch.Tensor, Any]:
+    """Mean cross-entropy over target tokens, computing logits only where targets are predicted."""
+    span = labels.shape[1]
+    extra = {"output_hidden_states": True} if hidden_layer is not None else {}
+    try:
+        out = model(**batch, logits_to_keep=span + 1, **extra)
+    except TypeError:  # architectures without logits_to_keep
+        out = model(**batch, **extra)
+    logits = out.logits[:, -(span + 1):-1].float()
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                             ignore_index=-100)
+    return loss, (out.hidden_states[hidden_layer] if hidden_layer is not None else None)
+
+
+def pairs_loss(model: Any, tokenizer: Any, pairs: Sequence[Pair], *, batch_size: int = 8) -> float:
+    """Mean target-token loss of ``pairs`` under ``model`` (no gradient): what a merge or a
+    checkpoint is judged by (LoRAHub's objective), computed exactly as training computes it."""
+    encoded = _encode(tokenizer, pairs, None)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    total = count = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            batch, labels, _ = _collate(chunk, pad_id)
+            loss, _ = _target_loss(model, {k: v.to(device) for k, v in batch.items()}, labels.to(device), None)
+            n = int(labels.ne(-100).sum())
+            total += float(loss) * n
+            count += n
+    return total / max(count, 1.0)
 
 
 def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -139,7 +205,8 @@ def train_lora(base_model: str | Path, pairs: Iterable[Pair] | Callable[[], Iter
                model_kwargs: dict[str, Any] | None = None, registry: AdapterRegistry | str | Path | None = None,
                name: str | None = None, task: str | None = None, languages: Iterable[str] = (),
                labels: Iterable[str] = (), progress: bool = True,
-               callback: Callable[[int, float], None] | None = None) -> TrainingResult:
+               callback: Callable[[int, float], None] | None = None,
+               auxiliary_loss: AuxiliaryLoss | None = None) -> TrainingResult:
     """Train a LoRA adapter on ``pairs`` and save it in ``output_dir``.
 
     ``pairs`` yields (prompt, target); a prompt is text or a :class:`GenerationRequest` (chat
@@ -151,7 +218,8 @@ def train_lora(base_model: str | Path, pairs: Iterable[Pair] | Callable[[], Iter
     settings), without it old checkpoints are deleted. ``callback(step, loss)`` runs after each
     step. A KeyboardInterrupt saves a checkpoint at the last finished step before it propagates.
     With ``registry`` and ``name`` the final adapter is registered there with its training settings
-    and final loss.
+    and final loss. ``auxiliary_loss`` adds ``weight * term`` on a layer's hidden states (BANER's
+    boundary contrastive loss); the losses reported stay the LM loss, the term is logged apart.
     """
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -183,12 +251,19 @@ def train_lora(base_model: str | Path, pairs: Iterable[Pair] | Callable[[], Iter
     base.to(dev)
     limit = max_length or getattr(base.config.get_text_config(), "max_position_embeddings", None)
     encoded = _encode(tok, data, limit)
+    prepared = None
+    if auxiliary_loss is not None:
+        prepared = []
+        for i, (prompt, _) in enumerate(data):
+            text = render_prompt(tok, prompt) if isinstance(prompt, GenerationRequest) else prompt
+            prepared.append(auxiliary_loss.prepare(i, text, encoded[i][0][:encoded[i][1]], tok))
     modules = sorted(target_modules) if target_modules else default_target_modules(base)
     config = {
         "base_model": str(base_model), "rank": rank, "alpha": alpha, "dropout": dropout, "target_modules": modules,
         "lr": lr, "weight_decay": weight_decay, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
         "grad_accum": grad_accum, "schedule": schedule, "warmup_steps": warmup_steps, "max_grad_norm": max_grad_norm,
         "seed": seed, "n_pairs": len(data), "data_sha256": _data_hash(data),
+        "auxiliary_loss": auxiliary_loss.describe() if auxiliary_loss is not None else None,
     }
     micro_per_epoch = math.ceil(len(encoded) / batch_size)
     total = max_steps if max_steps is not None else math.ceil(epochs * micro_per_epoch / grad_accum)
@@ -237,12 +312,12 @@ def train_lora(base_model: str | Path, pairs: Iterable[Pair] | Callable[[], Iter
 
     orders: dict[int, list[int]] = {}
 
-    def micro_batch(m: int) -> list[tuple[list[int], int]]:
+    def micro_batch(m: int) -> list[int]:
         epoch, k = divmod(m, micro_per_epoch)
         if epoch not in orders:
             orders.clear()
             orders[epoch] = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        return [encoded[j] for j in orders[epoch][k * batch_size:(k + 1) * batch_size]]
+        return orders[epoch][k * batch_size:(k + 1) * batch_size]
 
     def save_checkpoint(step: int, loss: float) -> None:
         folder = output_dir / f"checkpoint-{step}"
@@ -259,6 +334,7 @@ def train_lora(base_model: str | Path, pairs: Iterable[Pair] | Callable[[], Iter
             shutil.rmtree(old)
 
     losses: list[float] = []
+    aux_losses: list[float] = []
     step = start_step
     loss_value = float(state["loss"]) if state is not None else math.nan
     model.train()
@@ -266,11 +342,19 @@ def train_lora(base_model: str | Path, pairs: Iterable[Pair] | Callable[[], Iter
     try:
         while step < total:
             optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
+            step_loss = step_aux = 0.0
             for a in range(grad_accum):
-                batch = {k: v.to(dev) for k, v in _collate(micro_batch(step * grad_accum + a), pad_id).items()}
-                loss = model(**batch).loss
-                (loss / grad_accum).backward()
+                rows = micro_batch(step * grad_accum + a)
+                batch, targets, pads = _collate([encoded[j] for j in rows], pad_id)
+                batch = {k: v.to(dev) for k, v in batch.items()}
+                loss, hidden = _target_loss(model, batch, targets.to(dev),
+                                            auxiliary_loss.layer if auxiliary_loss is not None else None)
+                total_loss = loss
+                if auxiliary_loss is not None and prepared is not None:
+                    term = auxiliary_loss(hidden, [(prepared[j], pad) for j, pad in zip(rows, pads, strict=True)])
+                    total_loss = loss + auxiliary_loss.weight * term
+                    step_aux += float(term.detach()) / grad_accum
+                (total_loss / grad_accum).backward()
                 step_loss += float(loss.detach()) / grad_accum
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
@@ -280,7 +364,11 @@ def train_lora(base_model: str | Path, pairs: Iterable[Pair] | Callable[[], Iter
             loss_value = step_loss
             losses.append(step_loss)
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}")
+            if auxiliary_loss is not None:
+                aux_losses.append(step_aux)
+                bar.set_postfix(loss=f"{step_loss:.4f}", aux=f"{step_aux:.4f}")
+            else:
+                bar.set_postfix(loss=f"{step_loss:.4f}")
             if step % save_every == 0 and step < total:
                 save_checkpoint(step, step_loss)
             if callback is not None:
@@ -297,7 +385,8 @@ def train_lora(base_model: str | Path, pairs: Iterable[Pair] | Callable[[], Iter
     model.save_pretrained(str(output_dir))
     config["steps_done"] = step
     (output_dir / "openie_training.json").write_text(
-        json.dumps({"config": config, "final_loss": loss_value}, indent=2) + "\n", encoding="utf-8")
+        json.dumps({"config": config, "final_loss": loss_value, "losses": losses, "auxiliary_losses": aux_losses,
+                    "seconds": time.perf_counter() - started}, indent=2) + "\n", encoding="utf-8")
     result = TrainingResult(path=output_dir, steps=step, final_loss=loss_value,
                             seconds=time.perf_counter() - started, resumed_from=start_step, losses=losses)
     if registry is not None:
@@ -308,4 +397,4 @@ def train_lora(base_model: str | Path, pairs: Iterable[Pair] | Callable[[], Iter
     return result
 
 
-__all__ = ["TrainingError", "TrainingResult", "default_target_modules", "train_lora"]
+__all__ = ["AuxiliaryLoss", "TrainingError", "pairs_loss", "TrainingResult", "default_target_modules", "train_lora"]

@@ -31,6 +31,8 @@ class GenerationRequest:
 
     ``template`` names the prompt template and version that produced the prompt (the prompt
     layer fills it); it changes no output but keys the cache, so editing a template invalidates it.
+    ``allowed_texts`` restricts the completion to tokens of these texts (each word with and without
+    a leading space) plus the end tokens: an output that can only copy from its input (BANER).
     """
 
     prompt: str | None = None
@@ -43,6 +45,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     template: str | None = None
+    allowed_texts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
@@ -56,6 +59,13 @@ class GenerationRequest:
             object.__setattr__(self, "stop", (self.stop,))
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
+        if self.allowed_texts is not None:
+            texts = (self.allowed_texts,) if isinstance(self.allowed_texts, str) else tuple(self.allowed_texts)
+            if not texts or not all(isinstance(t, str) for t in texts):
+                raise ValueError("allowed_texts must be a non-empty sequence of strings")
+            if self.json_schema is not None:
+                raise ValueError("a request takes allowed_texts or json_schema, not both")
+            object.__setattr__(self, "allowed_texts", texts)
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -65,6 +75,10 @@ class GenerationRequest:
         d = asdict(self)
         d["messages"] = list(self.messages) if self.messages is not None else None
         d["stop"] = list(self.stop)
+        if self.allowed_texts is None:
+            del d["allowed_texts"]  # keeps the cache keys of every unrestricted request unchanged
+        else:
+            d["allowed_texts"] = list(self.allowed_texts)
         return d
 
 

@@ -50,7 +50,7 @@ from openie.engines.base import (
     UnsupportedRequestError,
     adapter_content_hash,
 )
-from openie.engines.tokenization import prompt_ids, render_prompt, split_pair_ids
+from openie.engines.tokenization import allowed_token_ids, prompt_ids, render_prompt, split_pair_ids
 
 
 def resolve_device(device: str) -> torch.device:
@@ -89,6 +89,7 @@ class _Row:
     top_p: float
     generator: torch.Generator | None
     matcher: Any = None
+    allowed: list[int] | None = None  # the only tokens this row may produce (request.allowed_texts)
     tokens: list[int] = field(default_factory=list)
     done: bool = False
     finish: str = "length"
@@ -156,6 +157,11 @@ class _RowSampler(LogitsProcessor):
                 if on_cpu:
                     scores = target.to(device=scores.device, dtype=scores.dtype)
         for i, row in enumerate(self.rows):
+            if row.allowed is not None and not row.done:
+                keep = torch.full_like(scores[i], -math.inf)
+                keep[row.allowed] = 0.0
+                scores[i] = scores[i] + keep
+        for i, row in enumerate(self.rows):
             if row.done or row.temperature <= 0:
                 continue
             logits = scores[i].float() / row.temperature
@@ -169,6 +175,19 @@ class _RowSampler(LogitsProcessor):
             scores[i].fill_(-math.inf)
             scores[i, token] = 0.0
         return scores
+
+
+class _BeamAllowed(LogitsProcessor):
+    """Per input row, only its allowed tokens; beam search expands row r into rows r*beams..r*beams+beams-1."""
+
+    def __init__(self, allowed: list[list[int]], beams: int):
+        self.allowed, self.beams = allowed, beams
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = torch.full_like(scores, -math.inf)
+        for row in range(scores.shape[0]):
+            mask[row, self.allowed[row // self.beams]] = 0.0
+        return scores + mask
 
 
 class TransformersEngine:
@@ -195,14 +214,19 @@ class TransformersEngine:
       ``max_tokens`` or the context window ran out first (a constrained output cut there is
       unfinished JSON).
     - The checkpoint's own sampling defaults (``generation_config.json``) are not applied.
+    - ``num_beams`` > 1 decodes greedy requests without a JSON schema by beam search (BANER); the
+      beam count is part of ``model_id`` and so of every cache key.
     """
 
     def __init__(self, model: str | Path | PreTrainedModel, adapters: Mapping[str, str | Path] | None = None, *,
                  tokenizer: Any = None, device: str = "auto", dtype: str | torch.dtype = "auto",
                  batch_size: int = 8, max_model_len: int | None = None, model_id: str | None = None,
-                 model_kwargs: Mapping[str, Any] | None = None):
+                 model_kwargs: Mapping[str, Any] | None = None, num_beams: int = 1):
         if batch_size < 1:
             raise EngineError(f"batch_size must be >= 1, got {batch_size}")
+        if num_beams < 1:
+            raise EngineError(f"num_beams must be >= 1, got {num_beams}")
+        self.num_beams = num_beams
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size
@@ -239,6 +263,8 @@ class TransformersEngine:
         self._grammar_compiler: Any = None
         self._grammars: dict[str, Any] = {}
         self._keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        if num_beams > 1:
+            self.model_id = f"{self.model_id}#beams={num_beams}"
         for name, path in (adapters or {}).items():
             self.add_adapter(name, path)
 
@@ -352,11 +378,13 @@ class TransformersEngine:
         for adapter, indices in self._group_by_adapter([r.adapter for r in requests]).items():
             indices.sort(key=lambda j: -len(prepared[j][1]))
             with self._use_adapter(adapter):
-                for start in range(0, len(indices), self.batch_size):
-                    batch = indices[start:start + self.batch_size]
-                    for j, generation in zip(batch, self._generate_batch([prepared[j] for j in batch], batch),
-                                             strict=True):
-                        results[j] = generation
+                beams = [j for j in indices if self._beam_searched(prepared[j][0])]
+                greedy = [j for j in indices if j not in set(beams)]
+                for group, run in ((greedy, self._generate_batch), (beams, self._beam_batch)):
+                    for start in range(0, len(group), self.batch_size):
+                        batch = group[start:start + self.batch_size]
+                        for j, generation in zip(batch, run([prepared[j] for j in batch], batch), strict=True):
+                            results[j] = generation
         return results  # type: ignore[return-value]
 
     def _compile_checked(self, i: int, schema: dict[str, Any]) -> Any:
@@ -395,7 +423,9 @@ class TransformersEngine:
             rows.append(_Row(index=index, ids=ids, max_new=min(request.max_tokens, room),
                              max_tokens=request.max_tokens, stop=request.stop, temperature=request.temperature,
                              top_p=request.top_p, generator=generator,
-                             matcher=xgr.GrammarMatcher(grammar) if grammar is not None else None))
+                             matcher=xgr.GrammarMatcher(grammar) if grammar is not None else None,
+                             allowed=(allowed_token_ids(self.tokenizer, request.allowed_texts, self.eos_ids)
+                                      if request.allowed_texts is not None else None)))
         width = max(len(row.ids) for row in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -422,6 +452,44 @@ class TransformersEngine:
             out.append(Generation(text=text, finish_reason=row.finish, prompt_tokens=len(row.ids),
                                   completion_tokens=len(row.tokens)))
         return out
+
+    def _beam_searched(self, request: GenerationRequest) -> bool:
+        return self.num_beams > 1 and request.temperature == 0 and request.json_schema is None
+
+    def _beam_batch(self, batch: list[tuple[GenerationRequest, list[int], Any]],
+                    indices: list[int]) -> list[Generation]:
+        """Beam search for a left-padded batch; each row keeps its own allowed tokens, stop strings cut after."""
+        width = max(len(ids) for _, ids, _ in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, (_, ids, _) in enumerate(batch):
+            input_ids[r, width - len(ids):] = torch.tensor(ids)
+            attention[r, width - len(ids):] = 1
+        room = min((self.max_model_len - len(ids)) if self.max_model_len else req.max_tokens for req, ids, _ in batch)
+        max_new = min(max(req.max_tokens for req, _, _ in batch), room)
+        everything = list(range(self.vocab_size))
+        allowed = [allowed_token_ids(self.tokenizer, req.allowed_texts, self.eos_ids)
+                   if req.allowed_texts is not None else everything for req, _, _ in batch]
+        config = GenerationConfig(max_new_tokens=max_new, do_sample=False, num_beams=self.num_beams,
+                                  early_stopping=True, pad_token_id=self.pad_id,
+                                  eos_token_id=sorted(self.eos_ids) or None)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                      generation_config=config,
+                                      logits_processor=LogitsProcessorList([_BeamAllowed(allowed, self.num_beams)]))
+        results = []
+        for r, (request, ids, _) in enumerate(batch):
+            tokens = out[r, width:].tolist()
+            ended = next((k for k, t in enumerate(tokens) if t in self.eos_ids or t == self.pad_id), None)
+            tokens = tokens[:ended] if ended is not None else tokens[:request.max_tokens]
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            finish = "stop" if ended is not None else "length"
+            hits = [text.find(s) for s in request.stop if s in text]
+            if hits:
+                text, finish = text[:min(hits)], "stop"
+            results.append(Generation(text=text, finish_reason=finish, prompt_tokens=len(ids),
+                                      completion_tokens=len(tokens) + (ended is not None)))
+        return results
 
     # ------------------------------------------------------------------ scoring
 

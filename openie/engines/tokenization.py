@@ -30,6 +30,20 @@ def prompt_ids(tokenizer: Any, text: str) -> list[int]:
     return list(ids)
 
 
+def allowed_token_ids(tokenizer: Any, texts: tuple[str, ...] | list[str], end_ids: set[int] | None = None) -> list[int]:
+    """Every token that spelling any of ``texts`` (whole, or word by word with and without a leading
+    space) can use, plus the end tokens: the vocabulary of an output that may only copy its input."""
+    ids: set[int] = set(end_ids or ())
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    for text in texts:
+        ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+        for word in text.split():
+            ids.update(tokenizer(" " + word, add_special_tokens=False)["input_ids"])
+            ids.update(tokenizer(word, add_special_tokens=False)["input_ids"])
+    return sorted(ids)
+
+
 def start_token_id(tokenizer: Any) -> int:
     """What an empty context reads as: BOS, else EOS, else the pad token (as lm-eval does)."""
     for value in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):

@@ -28,7 +28,7 @@ from openie.engines.base import (
     UnsupportedRequestError,
     adapter_content_hash,
 )
-from openie.engines.tokenization import prompt_ids, render_prompt, split_pair_ids
+from openie.engines.tokenization import allowed_token_ids, prompt_ids, render_prompt, split_pair_ids
 
 # Settings for a small in-process CPU engine (see DESIGN "vLLM on CPU"); set only where unset.
 CPU_ENV_DEFAULTS = {
@@ -219,6 +219,19 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ running vLLM
 
+    def _end_ids(self) -> set[int]:
+        """The tokens vLLM ends a completion on (tokenizer EOS and the checkpoint's generation config)."""
+        ends = {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
+        config = self._llm.llm_engine.model_config
+        eos = (getattr(config, "hf_config", None) and getattr(config.hf_config, "eos_token_id", None))
+        ends.update(eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else [])
+        try:
+            extra = config.try_get_generation_config().get("eos_token_id")
+        except Exception:  # older vLLM, or no generation config
+            extra = None
+        ends.update(extra if isinstance(extra, list) else [extra] if isinstance(extra, int) else [])
+        return ends
+
     @property
     def llm(self) -> Any:
         """The underlying ``vllm.LLM`` (for experiments that need vLLM directly)."""
@@ -265,8 +278,11 @@ class VLLMEngine:
             if r.json_schema is not None:
                 _check_json_schema(i, r.json_schema)
                 structured = StructuredOutputsParams(json=r.json_schema)
+            allowed = (allowed_token_ids(self.tokenizer, r.allowed_texts, self._end_ids())
+                       if r.allowed_texts is not None else None)
             params.append(SamplingParams(max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
-                                         stop=list(r.stop) or None, seed=r.seed, structured_outputs=structured))
+                                         stop=list(r.stop) or None, seed=r.seed, structured_outputs=structured,
+                                         allowed_token_ids=allowed))
             prompts.append(TokensPrompt(prompt_token_ids=ids))
             adapters.append(r.adapter)
         if not prompts:

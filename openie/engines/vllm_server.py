@@ -61,7 +61,7 @@ from openie.engines.base import (
     ScoreRequest,
     UnsupportedRequestError,
 )
-from openie.engines.tokenization import prompt_ids, render_prompt, split_pair_ids
+from openie.engines.tokenization import allowed_token_ids, prompt_ids, render_prompt, split_pair_ids
 
 T = TypeVar("T")
 
@@ -748,6 +748,8 @@ class VLLMServerEngine:
                 body["seed"] = request.seed
             if request.json_schema is not None:
                 body["structured_outputs"] = {"json": request.json_schema}
+            if request.allowed_texts is not None:  # vLLM's OpenAI server takes its sampling extras in the body
+                body["allowed_token_ids"] = allowed_token_ids(self.tokenizer, request.allowed_texts)
             bodies.append((body, request.adapter))
 
         def job(i: int) -> Callable[[], Generation]:

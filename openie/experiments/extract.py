@@ -53,7 +53,7 @@ from openie.records import Event, Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
 
-METHODS = ("icl", "ruie", "gliner")
+METHODS = ("icl", "ruie", "gliner", "baner")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
 INDEX_EVERY = 1024  # a byte offset is kept every this many valid records (Ray workers seek to them)
 CONFIG_VERSION = 1
@@ -703,6 +703,16 @@ def extract_file(
                                                             show_progress=False)
         except ValueError as err:
             raise ExtractError(str(err)) from None
+    elif method == "baner":
+        from openie.methods.baner import OPTIONS as BANER_OPTIONS
+
+        if demonstrations is not None or ray_address is not None:
+            raise ExtractError("method 'baner' takes no demonstrations and no Ray (one constrained prompt per type)")
+        if builder.task != "ner":
+            raise ExtractError(f"method 'baner' extracts entities; template {template!r} is for task {builder.task!r}")
+        unknown = sorted(set(method_options or {}) - set(BANER_OPTIONS))
+        if unknown:
+            raise ExtractError(f"method options: unknown BANER options {unknown}; known: {sorted(BANER_OPTIONS)}")
     elif method_options:
         raise ExtractError(f"method {method!r} takes no method options (got {sorted(method_options)})")
     if method == "ruie":
@@ -752,6 +762,12 @@ def extract_file(
         "max_tokens": max_tokens, "temperature": 0.0, "constrained": constrained,
         "engine_options": json.loads(json.dumps(dict(engine_options or {}), sort_keys=True, default=str)),
     }
+    if method == "baner":
+        from openie.methods.baner import OPTIONS as BANER_OPTIONS
+        from openie.methods.baner import TEMPLATE as BANER_TEMPLATE
+
+        config.update(template=PromptBuilder(BANER_TEMPLATE, resolved_schema).version,
+                      method_options={**BANER_OPTIONS, **dict(method_options or {})})
     if gliner_extractor is not None:  # no LLM: the encoder's identity replaces the engine's
         config.update(template=None, backend=None, model=None, adapters={}, max_tokens=None, constrained=None,
                       method_options=gliner_extractor.describe())
@@ -810,7 +826,15 @@ def extract_file(
                     cached = cache is not None
                 else:
                     if gliner_extractor is not None:
-                        extractor: InContextExtractor | GLiNERExtractor = gliner_extractor
+                        extractor: Any = gliner_extractor
+                    elif method == "baner":
+                        from openie.methods.baner import BANERExtractor
+
+                        if engine is None:
+                            owned = spec.build_engine()
+                        extractor = BANERExtractor.from_options(engine or owned, resolved_schema,
+                                                                dict(method_options or {}), adapter=adapter,
+                                                                model=model, data_root=data_root)
                     else:
                         if engine is None:
                             owned = spec.build_engine()
