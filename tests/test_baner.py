@@ -224,6 +224,15 @@ def test_prototypes_type_each_span_by_the_nearest_support_mean():
         PrototypeTyper.fit(WordVectors(), RECORDS[2:3])
 
 
+def test_gliner_span_vectors_serve_as_prototypes(tiny_gliner_path):
+    from openie.methods.baner import load_span_encoder
+
+    typer = PrototypeTyper.fit(load_span_encoder(str(tiny_gliner_path)), RECORDS[:2])
+    assert typer.labels == ["location", "person"] and typer.matrix.shape[0] == 2
+    [got] = typer.assign([RECORDS[3].text], [[(e.start, e.end) for e in RECORDS[3].entities]])
+    assert len(got) == 4 and all(label in typer.labels and -1.0 <= sim <= 1.0001 for label, sim in got)
+
+
 def test_support_sampling_reaches_k_per_type_and_is_seeded():
     pool = RECORDS * 3
     support = sample_support(pool, ["person", "location"], 3, seed=1)

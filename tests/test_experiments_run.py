@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from openie.datasets import dataset_schema as load_dataset_schema
 from openie.datasets import load_dataset
 from openie.engines.scripted import ScriptedEngine
 from openie.experiments.grid import load_config
@@ -283,3 +284,31 @@ def test_cli_run_report_and_force(tmp_path, monkeypatch):
     bad = write_config(tmp_path, GRID.replace("max_tokens: 64", "max_tokenz: 64"))
     failed = runner.invoke(app, ["experiment", "run", str(bad)])
     assert failed.exit_code == 2 and "method.max_tokenz" in failed.output and "line 7" in failed.output
+
+
+def test_a_baner_cell_sends_one_constrained_prompt_per_type_with_the_engines_adapter(tmp_path):
+    (tmp_path / "det").mkdir()
+    config = write_config(tmp_path, GRID.replace("  method.template: [ner.ruie.v1, ner.json.v1]\n", "")
+                          .replace("demonstrations.k: [0, 2]", "demonstrations.k: [0]")
+                          .replace("method:\n", "method:\n  name: baner\n  template: ner.baner.v1\n")
+                          .replace("  model: scripted-model\n",
+                                   f"  model: scripted-model\n  adapter: det\n  adapters: {{det: {tmp_path / 'det'}}}\n"))
+    seen = []
+
+    def factory(engine_cfg, cache):
+        def answer(request):
+            seen.append(request)
+            sentence = request.prompt.split("Sentence: ", 1)[1].split("\n", 1)[0]
+            label = request.prompt.split("entity of ", 1)[1].split(" ", 1)[0]
+            return " ".join(f"<<< {e.text} >>>" for e in GOLD[sentence].entities if e.label == label)
+
+        return ScriptedEngine(answer, model_id=engine_cfg.model)
+
+    [outcome] = run_experiment(config, tmp_path / "o", engine_factory=factory, show_progress=False,
+                               log=lambda m: None)
+    labels = load_dataset_schema("wnut16").entity_labels
+    assert len(seen) == 6 * len(labels) and all(r.adapter == "det" and r.allowed_texts for r in seen)
+    assert outcome.summary["f1"] == 1.0
+    bad = write_config(tmp_path, GRID.replace("method:\n", "method:\n  name: baner\n"))
+    with pytest.raises(Exception, match="markers template"):
+        load_config(bad)

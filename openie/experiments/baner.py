@@ -36,9 +36,9 @@ from openie.errors import OpenIEError
 from openie.methods.baner import (
     BANERExtractor,
     BoundaryContrastiveLoss,
-    LLMSpanEncoder,
     PrototypeTyper,
     default_contrastive_layer,
+    load_span_encoder,
     lorahub_search,
     sample_support,
     span_detection_pairs,
@@ -76,7 +76,9 @@ class BANERConfig:
     dev_sentences: int = 40
     lorahub: dict[str, Any] = field(default_factory=lambda: {"budget": 15, "l1": 0.05})
     rows: list[str] = field(default_factory=lambda: list(ROWS))
-    typing_layer: int | None = None    # layer of the prototype span vectors (None: the middle block)
+    typing_encoder: str = "llm"        # prototype span vectors: "llm" (base model) or a GLiNER checkpoint
+    typing_layer: int | None = None    # layer of the LLM span vectors (None: the middle block)
+    negative_offsets: list[int] = field(default_factory=lambda: [-2, -1, 1, 2])
     engine: dict[str, Any] = field(default_factory=lambda: {"backend": "vllm"})
     workdir: str = "work"
 
@@ -150,7 +152,8 @@ def train_sources(cfg: BANERConfig, *, progress: bool = True) -> dict[str, dict[
         records = _sample(load_dataset(source, "train"), cfg.sources[source], cfg.seed)
         pairs, spans = span_detection_pairs(records, dataset_schema(source), descriptions=cfg.descriptions)
         if not (done.is_file() and json.loads(done.read_text())["config"].get("steps_done") == cfg.steps):
-            aux = BoundaryContrastiveLoss(spans, layer=layer, weight=cfg.contrastive_weight) if contrastive else None
+            aux = BoundaryContrastiveLoss(spans, layer=layer, weight=cfg.contrastive_weight,
+                                          negative_offsets=cfg.negative_offsets) if contrastive else None
             train_lora(cfg.base_model, pairs, out, rank=cfg.rank, alpha=cfg.alpha, lr=cfg.lr, max_steps=cfg.steps,
                        batch_size=cfg.batch_size, seed=cfg.seed, save_every=25, registry=registry, name=name,
                        task="ner", labels=dataset_schema(source).entity_labels, auxiliary_loss=aux, progress=progress)
@@ -225,7 +228,7 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
                 continue
             if engine is None:
                 engine = create_engine(backend, cfg.base_model, adapters=adapters, **engine_options)
-                encoder = LLMSpanEncoder.load(cfg.base_model, layer=cfg.typing_layer)
+                encoder = load_span_encoder(cfg.typing_encoder, model=cfg.base_model, layer=cfg.typing_layer)
             adapter = {"lora": f"plain-{cfg.main_source}", "lora_contrastive": f"contrastive-{cfg.main_source}",
                        "lora_contrastive_lorahub": f"lorahub-{key}"}[row]
             t0 = time.perf_counter()

@@ -49,7 +49,7 @@ import yaml
 from openie.errors import OpenIEError
 
 TASKS = ("ner", "re")
-METHODS = ("icl", "gliner")
+METHODS = ("icl", "gliner", "baner")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
 DEFAULT_SEEDS = (0,)
@@ -77,7 +77,10 @@ class ConfigError(OpenIEError, ValueError):
 class MethodConfig:
     """``icl``: in-context extraction parameters for :class:`openie.methods.icl.InContextExtractor`.
     ``gliner``: ``options`` for :class:`openie.methods.gliner.GLiNERExtractor` (``model`` a GLiNER
-    checkpoint, ``threshold``, ``labels`` name|description, ``nested``); no engine is started."""
+    checkpoint, ``threshold``, ``labels`` name|description, ``nested``); no engine is started.
+    ``baner``: ``options`` for :class:`openie.methods.baner.BANERExtractor` (``support`` NAME:SPLIT
+    for prototype typing, ``k``, ``seed``, ``descriptions``, ``constrained``); the engine's
+    ``adapter`` is the span detector, the template a markers one (``ner.baner.v1``)."""
 
     name: str = "icl"
     template: str = "ner.ruie.v1"
@@ -572,6 +575,17 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
             raise ctx.error(("demonstrations", "k"), "method gliner takes no demonstrations: use k: 0 (or none)")
         if _is_local_model(str(m.options["model"])) and not Path(m.options["model"]).exists():
             raise ctx.error(("method", "options", "model"), f"GLiNER checkpoint {m.options['model']} does not exist")
+    elif m.name == "baner":
+        from openie.methods.baner import OPTIONS as BANER_OPTIONS
+
+        unknown = sorted(set(m.options) - set(BANER_OPTIONS))
+        if unknown:
+            raise ctx.error(("method", "options"), f"unknown BANER options {unknown}; known: {sorted(BANER_OPTIONS)}")
+        if registry.get(m.template).format != "markers":
+            raise ctx.error(("method", "template"), f"method baner needs a markers template (ner.baner.v1), "
+                                                    f"got {m.template!r}")
+        if cfg.demonstrations.k:
+            raise ctx.error(("demonstrations", "k"), "method baner takes no demonstrations: use k: 0 (or none)")
     elif m.options:
         raise ctx.error(("method", "options"), f"method {m.name!r} takes no options")
 

@@ -256,6 +256,11 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
         from openie.methods.gliner import GLiNERExtractor
 
         extractor: Any = GLiNERExtractor.from_options(cfg.load_schema(), m.options)
+    elif m.name == "baner":
+        from openie.methods.baner import BANERExtractor
+
+        extractor = BANERExtractor.from_options(engine, cfg.load_schema(), m.options, adapter=cfg.engine.adapter,
+                                                model=cfg.engine.model, data_root=cfg.data_root, template=m.template)
     else:
         extractor = InContextExtractor(engine, builder, demonstrations=selector,
                                        adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size,

@@ -236,7 +236,17 @@ class PrototypeTyper:
 
 
 OPTIONS: dict[str, Any] = {"descriptions": False, "constrained": True, "support": None, "k": 5, "seed": 0,
-                           "typing_layer": None, "max_tokens": 48}
+                           "typing_encoder": "llm", "typing_layer": None, "max_tokens": 48}
+
+
+def load_span_encoder(spec: str = "llm", *, model: str = "gemma-3-270m", layer: int | None = None) -> Any:
+    """``llm``: ``model``'s hidden state at a span's last token (``layer``, default the middle block);
+    anything else is a GLiNER checkpoint whose span representations are used."""
+    if spec == "llm":
+        return LLMSpanEncoder.load(model, layer=layer)
+    from openie.tools.gliner import GLiNERTool
+
+    return GLiNERTool.load(spec, show_progress=False)
 
 
 @dataclass
@@ -264,10 +274,11 @@ class BANERExtractor:
 
     @classmethod
     def from_options(cls, engine: Engine, schema: Schema, options: Mapping[str, Any], *, adapter: str | None = None,
-                     model: str = "gemma-3-270m", data_root: str | None = None) -> BANERExtractor:
+                     model: str = "gemma-3-270m", data_root: str | None = None,
+                     template: str = TEMPLATE) -> BANERExtractor:
         """``descriptions``, ``constrained``, ``max_tokens``; ``support`` (records file or NAME:SPLIT)
-        with ``k`` and ``seed`` samples a K-shot support set for prototype typing on ``model``'s
-        ``typing_layer``."""
+        with ``k`` and ``seed`` samples a K-shot support set for prototype typing with
+        ``typing_encoder`` (``llm``: ``model`` at ``typing_layer``; or a GLiNER checkpoint)."""
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise BoundaryError(f"method options: unknown BANER options {unknown}; known: {sorted(OPTIONS)}")
@@ -278,9 +289,10 @@ class BANERExtractor:
 
             pool = load_pool(str(o["support"]), data_root)
             support = sample_support(pool, schema.entity_labels, int(o["k"]), int(o["seed"]))
-            typer = PrototypeTyper.fit(LLMSpanEncoder.load(model, layer=o["typing_layer"]), support)
+            encoder = load_span_encoder(str(o["typing_encoder"]), model=model, layer=o["typing_layer"])
+            typer = PrototypeTyper.fit(encoder, support)
         return cls(engine, schema, adapter=adapter, descriptions=_flag(o["descriptions"]),
-                   constrained=_flag(o["constrained"]), typer=typer, max_tokens=int(o["max_tokens"]))
+                   constrained=_flag(o["constrained"]), typer=typer, max_tokens=int(o["max_tokens"]), template=template)
 
     def describe(self) -> dict[str, Any]:
         return {"descriptions": self.descriptions, "constrained": self.constrained, "template": self.builder.version,
@@ -475,4 +487,4 @@ def lorahub_search(base_model: str | Path, sources: Sequence[str | Path], pairs:
 __all__ = ["NEGATIVE_OFFSETS", "OPTIONS", "TEMPLATE", "BANERExtractor", "BoundaryContrastiveLoss", "BoundaryError",
            "BoundaryPositions", "LLMSpanEncoder", "LoRAHubResult", "PrototypeTyper", "SpanEncoder",
            "boundary_contrastive_loss", "boundary_positions", "default_contrastive_layer", "lorahub_merge",
-           "lorahub_search", "prompt_schema", "sample_support", "span_detection_pairs"]
+           "load_span_encoder", "lorahub_search", "prompt_schema", "sample_support", "span_detection_pairs"]
