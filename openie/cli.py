@@ -596,6 +596,28 @@ def baner_experiment(config: Annotated[Path, typer.Argument(help="BANER experime
     typer.echo(Path(results["config"]["workdir"]).parent / "report.md")
 
 
+retrieveall_app = typer.Typer(help="RetrieveAll: per-language LoRA adapters with input-aware routing.",
+                              no_args_is_help=True)
+app.add_typer(retrieveall_app, name="retrieveall")
+
+
+@retrieveall_app.command("experiment")
+def retrieveall_experiment(
+    config: Annotated[Path, typer.Argument(help="RetrieveAll experiment config (YAML).")],
+    mode: Annotated[list[str] | None, typer.Option("--mode", help="Evaluate only these modes (shared, routed, oracle).")] = None,
+) -> None:
+    """Language data, augmented prompts, per-language + shared adapters, shared / routed / oracle F1 (resumable)."""
+    from openie.experiments.retrieveall import RetrieveAllConfig, run_retrieveall_experiment
+
+    try:
+        summary = run_retrieveall_experiment(config, modes=mode or None, log=typer.echo)
+        report = Path(RetrieveAllConfig.load(config).output) / "report.md"
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(report)
+    typer.echo(json.dumps(summary["scores"], indent=2))
+
+
 @ner_retriever_app.command("index")
 def ner_retriever_index(
     retriever: Annotated[Path, typer.Option(help="A saved NER Retriever folder (its projector and encoder recipe).")],
