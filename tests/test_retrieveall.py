@@ -440,6 +440,22 @@ def test_experiment_end_to_end_on_a_tiny_model(shared_data, long_decoder, tmp_pa
     assert sum("done earlier, skipped" in line and line.startswith("evaluation") for line in logs) == 3
     assert again["scores"] == saved["scores"]
 
+    # the finished run as an extraction method: same adapters, pools and routing as its evaluation
+    from openie.experiments.extract import extract_file
+    from openie.records import read_jsonl, write_jsonl
+
+    gold = {r.id: r for r in (Record.from_dict(p) for p in preds["routed"])}
+    inputs = tmp_path / "in.jsonl"
+    write_jsonl(list(gold.values()), inputs)
+    out_file = tmp_path / "extracted.jsonl"
+    extract_file(inputs, out_file, method="retrieveall", method_options={"config": str(config), "mode": "routed"},
+                 backend="hf", model=str(long_decoder), engine_options={"device": "cpu"}, schema=prompt_schema(),
+                 show_progress=False, max_tokens=12, constrained=False)
+    extracted = list(read_jsonl(out_file))
+    assert [p.id for p in extracted] == list(gold)
+    for p in extracted:
+        assert p.meta["adapter"] == gold[p.id].meta["adapter"] and p.meta["route"] == gold[p.id].meta["route"]
+
 
 @pytest.mark.parametrize("changes,key,message", [
     ({"modes": ["shared", "best"]}, "modes[1]", "unknown mode 'best'"),

@@ -53,7 +53,7 @@ from openie.records import Event, Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
 
-METHODS = ("icl", "ruie", "gliner", "baner")
+METHODS = ("icl", "ruie", "gliner", "baner", "retrieveall")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
 INDEX_EVERY = 1024  # a byte offset is kept every this many valid records (Ray workers seek to them)
 CONFIG_VERSION = 1
@@ -713,6 +713,24 @@ def extract_file(
         unknown = sorted(set(method_options or {}) - set(BANER_OPTIONS))
         if unknown:
             raise ExtractError(f"method options: unknown BANER options {unknown}; known: {sorted(BANER_OPTIONS)}")
+    elif method == "retrieveall":
+        from openie.experiments.retrieveall import RetrieveAllConfig, trained_adapters
+
+        options = dict(method_options or {})
+        unknown = sorted(set(options) - {"config", "mode"})
+        if unknown or not options.get("config"):
+            raise ExtractError("method 'retrieveall' takes the options config=RUN_CONFIG.yaml (a finished "
+                               f"openie retrieveall experiment) and mode=routed|oracle|shared (got {sorted(options)})")
+        if demonstrations is not None or ray_address is not None or adapter is not None:
+            raise ExtractError("method 'retrieveall' picks each record's adapter and demonstrations itself: "
+                               "no --use-adapter, demonstrations or Ray")
+        try:
+            retrieveall_config = RetrieveAllConfig.load(options["config"])
+            adapters.update(trained_adapters(retrieveall_config)[0])
+        except ValueError as err:
+            raise ExtractError(str(err)) from None
+        template = retrieveall_config.inference.template
+        builder = PromptBuilder(template, resolved_schema)
     elif method_options:
         raise ExtractError(f"method {method!r} takes no method options (got {sorted(method_options)})")
     if method == "ruie":
@@ -768,6 +786,10 @@ def extract_file(
 
         config.update(template=PromptBuilder(BANER_TEMPLATE, resolved_schema).version,
                       method_options={**BANER_OPTIONS, **dict(method_options or {})})
+    if method == "retrieveall":
+        config.update(method_options={"config": retrieveall_config.config_file,
+                                      "mode": (method_options or {}).get("mode", "routed"),
+                                      "run": retrieveall_config.output})
     if gliner_extractor is not None:  # no LLM: the encoder's identity replaces the engine's
         config.update(template=None, backend=None, model=None, adapters={}, max_tokens=None, constrained=None,
                       method_options=gliner_extractor.describe())
@@ -827,6 +849,13 @@ def extract_file(
                 else:
                     if gliner_extractor is not None:
                         extractor: Any = gliner_extractor
+                    elif method == "retrieveall":
+                        from openie.experiments.retrieveall import build_extractor
+
+                        if engine is None:
+                            owned = spec.build_engine()
+                        extractor = build_extractor(retrieveall_config, engine or owned,
+                                                    str((method_options or {}).get("mode", "routed")))
                     elif method == "baner":
                         from openie.methods.baner import BANERExtractor
 

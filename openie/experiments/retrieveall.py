@@ -557,6 +557,48 @@ def run_retrieveall_experiment(config: str | Path | RetrieveAllConfig, *, modes:
     return res.data
 
 
+def trained_adapters(cfg: RetrieveAllConfig) -> tuple[dict[str, str], dict[str, str], str | None]:
+    """(adapter name -> folder, language -> adapter name, shared adapter name) of a finished run."""
+    results = Path(cfg.output) / "results.json"
+    trained = json.loads(results.read_text(encoding="utf-8")).get("stages", {}).get("training", {}) \
+        if results.is_file() else {}
+    langs = list(cfg.data.languages)
+    missing = [k for k in langs if k not in trained]
+    if missing:
+        raise RetrieveAllError(f"{cfg.config_file}: no trained adapter for {missing} under {cfg.output}; "
+                               "run openie retrieveall experiment first")
+    paths = {trained[k]["name"]: trained[k]["path"] for k in [*langs, SHARED] if k in trained}
+    shared = trained[SHARED]["name"] if SHARED in trained else None
+    return paths, {lang: trained[lang]["name"] for lang in langs}, shared
+
+
+def build_extractor(config: str | Path | RetrieveAllConfig, engine: Any, mode: str = "routed", *,
+                    show_progress: bool = False) -> RetrieveAllExtractor:
+    """The extractor of a finished run (its pools, representation, adapters and routing) on ``engine``,
+    which must hold :func:`trained_adapters`; what ``openie extract --method retrieveall`` runs."""
+    from prompts.builder import PromptBuilder
+
+    cfg = config if isinstance(config, RetrieveAllConfig) else RetrieveAllConfig.load(config)
+    _, lang_adapters, shared = trained_adapters(cfg)
+    langs = list(cfg.data.languages)
+    data = language_data(langs, corpora=cfg.corpora, n_train=cfg.data.n_train, n_dev=cfg.data.n_dev,
+                         heldout_fraction=cfg.data.heldout_fraction, seed=cfg.data.seed, data_root=cfg.data.data_root)
+    builder = PromptBuilder(cfg.inference.template, prompt_schema(descriptions=cfg.inference.descriptions))
+    representation = _representation(cfg, show_progress)
+    representation.load(Path(cfg.output) / "work" / "vectors" / f"{cfg.representation.kind}-{representation.fingerprint()}.npz")
+    examples = SimilarExamples([r for lang in langs for r in data[lang].train], representation, cfg.augmentation,
+                               show_progress=show_progress)
+    router = None
+    if mode == "routed":
+        fallback = shared if cfg.routing.fallback == SHARED else \
+            lang_adapters.get(cfg.routing.fallback) if cfg.routing.fallback else None
+        router = build_router(examples, lang_adapters, k=cfg.routing.k, min_confidence=cfg.routing.min_confidence,
+                              fallback=fallback, weighted=cfg.routing.weighted)
+    return RetrieveAllExtractor(engine, builder, examples, lang_adapters, mode=mode, shared_adapter=shared,
+                                router=router, max_tokens=cfg.inference.max_tokens, batch_size=cfg.inference.batch_size,
+                                constrained=cfg.inference.constrained, show_progress=show_progress)
+
+
 def _default_engine(cfg: RetrieveAllConfig, adapters: dict[str, str]) -> Any:
     """``create_engine`` with the config's backend, dtype and options; vLLM gets a LoRA slot per adapter
     (a mixed batch can hold every language's adapter and the fallback at once)."""

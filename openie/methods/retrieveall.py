@@ -902,6 +902,13 @@ class RetrieveAllExtractor:
     def stats(self) -> Any:
         return self.icl.stats
 
+    @property
+    def task(self) -> str:
+        return self.builder.task
+
+    # demonstrations are chosen per batch after routing (pred.meta["demonstrations"]), not by a selector
+    demonstrations = None
+
 
 __all__ = [
     "CANONICAL_LABELS", "LANGUAGE_CORPORA", "MODES", "REPRESENTATIONS", "SHARED", "AdapterTrainingConfig",
