@@ -254,6 +254,15 @@ def two_adapters(tiny_decoder_path, tmp_path_factory):
     return paths, person, location
 
 
+def test_lorahub_pairs_keep_entity_answers_first():
+    from openie.methods.baner import lorahub_pairs
+
+    pairs, _ = span_detection_pairs(RECORDS, SCHEMA)
+    got = lorahub_pairs(pairs, 5, seed=0)
+    assert len(got) == 5 and all(t.strip() for _, t in got) and set(got) <= set(pairs)
+    assert lorahub_pairs(pairs, None) == pairs and len(lorahub_pairs(pairs, 7)) == 7
+
+
 def test_lorahub_weights_change_the_merged_adapter(two_adapters):
     from safetensors.torch import load_file
 

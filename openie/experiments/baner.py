@@ -39,6 +39,7 @@ from openie.methods.baner import (
     PrototypeTyper,
     default_contrastive_layer,
     load_span_encoder,
+    lorahub_pairs,
     lorahub_search,
     sample_support,
     span_detection_pairs,
@@ -74,7 +75,7 @@ class BANERConfig:
     k: list[int] = field(default_factory=lambda: [1, 5])
     episode_seeds: list[int] = field(default_factory=lambda: [0])
     dev_sentences: int = 40
-    lorahub: dict[str, Any] = field(default_factory=lambda: {"budget": 15, "l1": 0.05})
+    lorahub: dict[str, Any] = field(default_factory=lambda: {"budget": 15, "l1": 0.05, "max_pairs": 48})
     rows: list[str] = field(default_factory=lambda: list(ROWS))
     typing_encoder: str = "llm"        # prototype span vectors: "llm" (base model) or a GLiNER checkpoint
     typing_layer: int | None = None    # layer of the LLM span vectors (None: the middle block)
@@ -105,9 +106,9 @@ class BANERConfig:
                 raise BANERConfigError(f"{path}: {key} must be >= 1")
         if not cfg.k or min(cfg.k) < 1:
             raise BANERConfigError(f"{path}: k must list shot counts >= 1")
-        unknown_hub = sorted(set(cfg.lorahub) - {"budget", "l1", "bounds"})
+        unknown_hub = sorted(set(cfg.lorahub) - {"budget", "l1", "bounds", "max_pairs"})
         if unknown_hub:
-            raise BANERConfigError(f"{path}: lorahub: unknown keys {unknown_hub}; known: budget, l1, bounds")
+            raise BANERConfigError(f"{path}: lorahub: unknown keys {unknown_hub}; known: budget, l1, bounds, max_pairs")
         cfg.workdir = str((path.resolve().parent / cfg.workdir).resolve())
         return cfg
 
@@ -206,8 +207,9 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
             meta = out / "openie_lorahub.json"
             if not meta.is_file():
                 pairs, _ = span_detection_pairs(support, schema, descriptions=cfg.descriptions)
-                lorahub_search(cfg.base_model, hub_sources, pairs, out, seed=seed, registry=registry,
-                               name=f"lorahub-{key}", progress=progress, **cfg.lorahub)
+                search = {k: v for k, v in cfg.lorahub.items() if k != "max_pairs"}
+                lorahub_search(cfg.base_model, hub_sources, lorahub_pairs(pairs, cfg.lorahub.get("max_pairs"), seed),
+                               out, seed=seed, registry=registry, name=f"lorahub-{key}", progress=progress, **search)
             saved = json.loads(meta.read_text())
             hubs[key] = {"path": str(out), "weights": saved["weights"], "loss": saved["loss"],
                          "uniform_loss": saved["uniform_loss"], "evaluations": saved["evaluations"]}

@@ -389,6 +389,19 @@ def _lora_tensors(path: str | Path) -> dict[str, Any]:
     return load_file(str(weights))
 
 
+def lorahub_pairs(pairs: Sequence[tuple[str, str]], max_pairs: int | None, seed: int = 0) -> list[tuple[str, str]]:
+    """At most ``max_pairs`` support pairs for the search (every loss evaluation scores all of them):
+    pairs with entities first, then empty answers, each group in a seeded order."""
+    if max_pairs is None or len(pairs) <= max_pairs:
+        return list(pairs)
+    rng = random.Random(seed)
+    full = [p for p in pairs if p[1].strip()]
+    empty = [p for p in pairs if not p[1].strip()]
+    rng.shuffle(full)
+    rng.shuffle(empty)
+    return (full + empty)[:max_pairs]
+
+
 def lorahub_merge(sources: Sequence[str | Path], weights: Sequence[float]) -> dict[str, Any]:
     """LoRAHub's composition: A = sum w_i A_i and B = sum w_i B_i over the source adapters.
 
@@ -487,4 +500,4 @@ def lorahub_search(base_model: str | Path, sources: Sequence[str | Path], pairs:
 __all__ = ["NEGATIVE_OFFSETS", "OPTIONS", "TEMPLATE", "BANERExtractor", "BoundaryContrastiveLoss", "BoundaryError",
            "BoundaryPositions", "LLMSpanEncoder", "LoRAHubResult", "PrototypeTyper", "SpanEncoder",
            "boundary_contrastive_loss", "boundary_positions", "default_contrastive_layer", "lorahub_merge",
-           "load_span_encoder", "lorahub_search", "prompt_schema", "sample_support", "span_detection_pairs"]
+           "load_span_encoder", "lorahub_pairs", "lorahub_search", "prompt_schema", "sample_support", "span_detection_pairs"]
