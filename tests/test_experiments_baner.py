@@ -54,3 +54,8 @@ def test_experiment_runs_every_stage_and_resumes_without_redoing_work(tmp_path, 
     again = run_baner_experiment(path, progress=False)
     assert again["cells"] == results["cells"]
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # no cell recomputed
+    # a changed setting misses the old cells instead of reporting them
+    changed = run_baner_experiment(write_config(tmp_path, tiny_decoder_path, dev_sentences=2), progress=False)
+    assert {c["dev_sentences"] for c in changed["cells"]} == {2} and len(changed["cells"]) == 3
+    with pytest.raises(Exception, match="settings differ"):  # a retrained adapter is never silently reused
+        run_baner_experiment(write_config(tmp_path, tiny_decoder_path, lr=1e-3), progress=False)

@@ -152,12 +152,12 @@ def train_sources(cfg: BANERConfig, *, progress: bool = True) -> dict[str, dict[
         done = out / "openie_training.json"
         records = _sample(load_dataset(source, "train"), cfg.sources[source], cfg.seed)
         pairs, spans = span_detection_pairs(records, dataset_schema(source), descriptions=cfg.descriptions)
-        if not (done.is_file() and json.loads(done.read_text())["config"].get("steps_done") == cfg.steps):
-            aux = BoundaryContrastiveLoss(spans, layer=layer, weight=cfg.contrastive_weight,
-                                          negative_offsets=cfg.negative_offsets) if contrastive else None
-            train_lora(cfg.base_model, pairs, out, rank=cfg.rank, alpha=cfg.alpha, lr=cfg.lr, max_steps=cfg.steps,
-                       batch_size=cfg.batch_size, seed=cfg.seed, save_every=25, registry=registry, name=name,
-                       task="ner", labels=dataset_schema(source).entity_labels, auxiliary_loss=aux, progress=progress)
+        aux = BoundaryContrastiveLoss(spans, layer=layer, weight=cfg.contrastive_weight,
+                                      negative_offsets=cfg.negative_offsets) if contrastive else None
+        # a finished adapter is only re-saved; changed data or settings refuse to resume (TrainingError names them)
+        train_lora(cfg.base_model, pairs, out, rank=cfg.rank, alpha=cfg.alpha, lr=cfg.lr, max_steps=cfg.steps,
+                   batch_size=cfg.batch_size, seed=cfg.seed, save_every=25, registry=registry, name=name,
+                   task="ner", labels=dataset_schema(source).entity_labels, auxiliary_loss=aux, progress=progress)
         log = json.loads(done.read_text())
         summaries[name] = {"source": source, "contrastive": contrastive, "layer": layer if contrastive else None,
                            "pairs": len(pairs), "sentences": len(records), "steps": log["config"]["steps_done"],
@@ -169,6 +169,18 @@ def train_sources(cfg: BANERConfig, *, progress: bool = True) -> dict[str, dict[
 
 def episode_key(domain: str, k: int, seed: int) -> str:
     return f"{domain}-k{k}-s{seed}"
+
+
+def settings_hash(cfg: BANERConfig, *keys: str) -> str:
+    """A short hash of the settings a stored stage depends on: a changed setting misses the old files."""
+    import hashlib
+
+    blob = json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+_ADAPTER_KEYS = ("base_model", "main_source", "sources", "steps", "batch_size", "lr", "rank", "alpha",
+                 "contrastive_weight", "layer", "descriptions", "seed", "negative_offsets")
 
 
 def _f1(scores: Any) -> dict[str, float]:
@@ -203,7 +215,7 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
     hubs: dict[str, dict[str, Any]] = {}
     if hub_sources:
         for key, (_domain, _k, seed, schema, support, _) in episodes.items():
-            out = work / "lorahub" / key
+            out = work / "lorahub" / f"{key}-{settings_hash(cfg, *_ADAPTER_KEYS, 'lorahub')}"
             meta = out / "openie_lorahub.json"
             if not meta.is_file():
                 pairs, _ = span_detection_pairs(support, schema, descriptions=cfg.descriptions)
@@ -222,9 +234,11 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
     encoder = None
     bar = tqdm(total=len(cfg.rows) * len(episodes), desc="BANER cells", unit="cell", disable=not progress)
     detections: dict[tuple[str, str], list[Record]] = {}
+    cell_hash = settings_hash(cfg, *_ADAPTER_KEYS, "lorahub", "dev_sentences", "typing_encoder", "typing_layer",
+                              "engine")
     for row in cfg.rows:
         for key, (domain, k, seed, schema, support, dev) in episodes.items():
-            cell = work / "cells" / f"{row}-{key}.json"
+            cell = work / "cells" / f"{row}-{key}-{cell_hash}.json"
             if cell.is_file():
                 bar.update(1)
                 continue
@@ -254,7 +268,7 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
             cell.write_text(json.dumps(result, indent=2) + "\n")
             bar.update(1)
     bar.close()
-    cells = [json.loads(p.read_text()) for p in sorted((work / "cells").glob("*.json"))]
+    cells = [json.loads(p.read_text()) for p in sorted((work / "cells").glob(f"*-{cell_hash}.json"))]
     cells = [c for c in cells if c["row"] in cfg.rows and episode_key(c["domain"], c["k"], c["seed"]) in episodes]
     results = {"config": asdict(cfg), "training": training, "lorahub": hubs, "cells": cells,
                "seconds": round(time.perf_counter() - started, 1)}
