@@ -131,6 +131,16 @@ def test_pairs_put_the_anchor_on_the_type_name_and_positives_on_entity_edges(tok
     assert spans == [None, None] and BoundaryContrastiveLoss(spans, layer=1).prepare(0, pairs[0][0], [], tok) == []
 
 
+def test_negative_ratio_caps_empty_answers_and_keeps_every_entity_pair():
+    pairs, spans = span_detection_pairs(RECORDS, SCHEMA)
+    assert sum(s is None for s in spans) == 2  # r2 has no entity of either type
+    capped, capped_spans = span_detection_pairs(RECORDS * 3, SCHEMA, negative_ratio=0.1, seed=1)
+    positives = [p for p, s in zip(*span_detection_pairs(RECORDS * 3, SCHEMA), strict=True) if s is not None]
+    assert sum(s is None for s in capped_spans) == int(0.1 * len(positives))
+    assert [p for p, s in zip(capped, capped_spans, strict=True) if s is not None] == positives
+    assert capped == span_detection_pairs(RECORDS * 3, SCHEMA, negative_ratio=0.1, seed=1)[0]
+
+
 def test_training_with_the_contrastive_term_logs_it_and_refuses_a_changed_term(tiny_decoder_path, tmp_path):
     pairs, spans = span_detection_pairs(RECORDS, SCHEMA)
     aux = BoundaryContrastiveLoss(spans, layer=1, weight=1.0)

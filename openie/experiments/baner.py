@@ -70,6 +70,7 @@ class BANERConfig:
     contrastive_weight: float = 0.001  # lambda (authors: 0.001)
     layer: int | None = None           # contrastive layer (None: 3/4 of the depth, as the authors' 24 of 32)
     descriptions: bool = False         # add the type's definition to the prompt
+    negative_ratio: float | None = 1.0  # empty-answer training pairs kept per pair with entities (None: all)
     seed: int = 0
     domains: list[str] = field(default_factory=lambda: ["ai", "literature", "music", "politics", "science"])
     k: list[int] = field(default_factory=lambda: [1, 5])
@@ -151,7 +152,8 @@ def train_sources(cfg: BANERConfig, *, progress: bool = True) -> dict[str, dict[
         out = work / "adapters" / name
         done = out / "openie_training.json"
         records = _sample(load_dataset(source, "train"), cfg.sources[source], cfg.seed)
-        pairs, spans = span_detection_pairs(records, dataset_schema(source), descriptions=cfg.descriptions)
+        pairs, spans = span_detection_pairs(records, dataset_schema(source), descriptions=cfg.descriptions,
+                                            negative_ratio=cfg.negative_ratio, seed=cfg.seed)
         aux = BoundaryContrastiveLoss(spans, layer=layer, weight=cfg.contrastive_weight,
                                       negative_offsets=cfg.negative_offsets) if contrastive else None
         # a finished adapter is only re-saved; changed data or settings refuse to resume (TrainingError names them)
@@ -180,7 +182,7 @@ def settings_hash(cfg: BANERConfig, *keys: str) -> str:
 
 
 _ADAPTER_KEYS = ("base_model", "main_source", "sources", "steps", "batch_size", "lr", "rank", "alpha",
-                 "contrastive_weight", "layer", "descriptions", "seed", "negative_offsets")
+                 "contrastive_weight", "layer", "descriptions", "seed", "negative_offsets", "negative_ratio")
 
 
 def _f1(scores: Any) -> dict[str, float]:

@@ -153,11 +153,14 @@ def prompt_schema(schema: Schema, descriptions: bool) -> Schema:
 
 
 def span_detection_pairs(records: Iterable[Record], schema: Schema, *, descriptions: bool = False,
-                         template: str = TEMPLATE) -> tuple[list[tuple[str, str]], list[Any]]:
+                         template: str = TEMPLATE, negative_ratio: float | None = None,
+                         seed: int = 0) -> tuple[list[tuple[str, str]], list[Any]]:
     """(prompt, target) pairs, one per record and type, and the contrastive spans of each pair.
 
     The anchor is the type name's first occurrence in the prompt (the instruction); entity spans
     are the gold entities of the prompt's type, moved to where the input sits in the prompt.
+    ``negative_ratio`` keeps at most that many empty-answer pairs per pair with entities (seeded):
+    most (record, type) pairs are empty, and a short SFT on all of them learns to answer nothing.
     """
     builder = PromptBuilder(template=template, schema=prompt_schema(schema, descriptions))
     pairs, spans = [], []
@@ -170,6 +173,13 @@ def span_detection_pairs(records: Iterable[Record], schema: Schema, *, descripti
             entities = [(base + e.start, base + e.end) for e in record.entities if e.label == label]
             pairs.append((text, builder.target(record, prompt)))
             spans.append(((anchor, anchor + len(label)), entities) if entities else None)
+    if negative_ratio is not None:
+        empty = [i for i, sp in enumerate(spans) if sp is None]
+        n_keep = int(negative_ratio * (len(pairs) - len(empty)))
+        if len(empty) > n_keep:
+            drop = set(random.Random(seed).sample(empty, len(empty) - n_keep))
+            keep = [i for i in range(len(pairs)) if i not in drop]
+            pairs, spans = [pairs[i] for i in keep], [spans[i] for i in keep]
     return pairs, spans
 
 
