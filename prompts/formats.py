@@ -377,6 +377,8 @@ class QuestionFormat:
               label: str | None = None) -> ParseResult:
         return self.parse_many([(text, label)], record, schema)
 
+    exact_only = False  # keep only spans found verbatim (the rest become ``not_found`` problems)
+
     def parse_many(self, answers: Sequence[tuple[str, str | None]], record: Record, schema: Schema) -> ParseResult:
         """All answers of one record, grounded together so types do not claim the same words."""
         result = ParseResult()
@@ -386,7 +388,11 @@ class QuestionFormat:
             got = self.read_items(text, schema, label, result)
             items += got
             groups += [i] * len(got)
-        result.entities += [g for g in _grounded(record, items, result, groups) if g is not None]
+        for entity, a in zip(_grounded(record, items, result, groups), result.alignments, strict=True):
+            if entity is not None and self.exact_only and a.status.value != "exact":
+                result.problems.append(ParseProblem("not_found", f"{a.query!r} is not in the input verbatim", a.query))
+            elif entity is not None:
+                result.entities.append(entity)
         return result
 
 
@@ -400,6 +406,7 @@ class MarkersFormat(QuestionFormat):
     """
 
     name = "markers"
+    exact_only = True
     OPEN, CLOSE = "<<<", ">>>"
     _SPAN = re.compile(r"<<<\s*(.*?)\s*>>>", re.S)
 
@@ -417,23 +424,6 @@ class MarkersFormat(QuestionFormat):
         if rest:
             result.problems.append(ParseProblem("syntax", "text outside the markers was ignored", rest[:200]))
         return [(label, s) for s in spans]  # a repeated span is a repeated mention
-
-    def parse_many(self, answers: Sequence[tuple[str, str | None]], record: Record, schema: Schema) -> ParseResult:
-        result = ParseResult()
-        items: list[tuple[str, str]] = []
-        groups: list[int] = []
-        for i, (text, label) in enumerate(answers):
-            got = self.read_items(text, schema, label, result)
-            items += got
-            groups += [i] * len(got)
-        for entity, a in zip(_grounded(record, items, result, groups), result.alignments, strict=True):
-            if entity is None:
-                continue
-            if a.status.value != "exact":
-                result.problems.append(ParseProblem("not_found", f"{a.query!r} is not in the input verbatim", a.query))
-                continue
-            result.entities.append(entity)
-        return result
 
 
 FORMATS: dict[str, OutputFormat] = {"ruie": RuieFormat(), "json": JsonFormat(), "question": QuestionFormat(),
