@@ -261,7 +261,7 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
             prompt_typed = entity_scores(dev, detected, mode="strict")
             boundary = entity_scores(dev, detected, mode="boundary")
             extractor.typer = PrototypeTyper.fit(encoder, [r for r in support if r.entities])
-            extractor._retype(detected)
+            extractor.retype(detected)
             typed = entity_scores(dev, detected, mode="strict")
             result = {"row": row, "domain": domain, "k": k, "seed": seed, "adapter": adapter,
                       "support_sentences": len(support), "dev_sentences": len(dev),

@@ -346,12 +346,13 @@ class BANERExtractor:
             bar.update(len(chunk))
         bar.close()
         if self.typer is not None:
-            self._retype(out)
+            self.retype(out)
         for pred in out:
             self.stats.add(pred)
         return out
 
-    def _retype(self, preds: list[Record]) -> None:
+    def retype(self, preds: list[Record]) -> None:
+        """Give every distinct detected span of each prediction its nearest prototype's type (in place)."""
         spans = [sorted({(e.start, e.end) for e in p.entities}) for p in preds]
         for pred, found, labels in zip(preds, spans, self.typer.assign([p.text for p in preds], spans), strict=True):
             pred.entities = sorted(Entity(s, e, label, pred.text[s:e], score=round(sim, 4))

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from openie.engines.base import Engine, Generation, GenerationRequest, Score, ScoreRequest
 from openie.errors import OpenIEError
 from openie.grounding import ground_all
-from openie.methods.icl import ExtractionStats
+from openie.methods.icl import ExtractionStats, extract_in_batches
 from openie.records import Entity, Record
 from openie.schema import Schema
 from prompts.formats import ParseProblem, load_json_leniently
@@ -981,15 +981,7 @@ class EL4NERExtractor:
 
     def extract(self, records: Iterable[Record], total: int | None = None) -> Iterator[Record]:
         """Predictions in input order, batch by batch."""
-        records = iter(records)
-        bar = tqdm(total=total, desc="EL4NER", unit="rec", disable=not self.show_progress)
-        while True:
-            batch = [r for _, r in zip(range(self.batch_size), records, strict=False)]
-            if not batch:
-                break
-            yield from self.extract_batch(batch)
-            bar.update(len(batch))
-        bar.close()
+        return extract_in_batches(self, records, total=total, desc="EL4NER")
 
     def extract_batch(self, batch: Sequence[Record]) -> list[Record]:
         c = self.config

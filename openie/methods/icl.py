@@ -23,6 +23,22 @@ from retrievers.base import Retriever, as_demonstrations
 Demonstrations = Callable[[Record], Sequence[Record]]
 
 
+def extract_in_batches(extractor: Any, records: Iterable[Record], *, total: int | None = None,
+                       desc: str = "extract") -> Iterator[Record]:
+    """Stream ``extractor.extract_batch`` over ``records`` in ``extractor.batch_size`` chunks, in input
+    order, with a progress bar (``extractor.show_progress``) showing prompts and parse problems."""
+    records = iter(records)
+    bar = tqdm(total=total, desc=desc, unit="rec", disable=not extractor.show_progress)
+    while True:
+        batch = [r for _, r in zip(range(extractor.batch_size), records, strict=False)]
+        if not batch:
+            break
+        yield from extractor.extract_batch(batch)
+        bar.update(len(batch))
+        bar.set_postfix(prompts=extractor.stats.prompts, problems=extractor.stats.parse_problems)
+    bar.close()
+
+
 @dataclass
 class RandomDemonstrations:
     """``k`` random pool records per query, never the query itself nor a record with the same text.
@@ -147,16 +163,7 @@ class InContextExtractor:
 
     def extract(self, records: Iterable[Record], total: int | None = None) -> Iterator[Record]:
         """Predictions in input order, produced batch by batch (stream them to disk as they come)."""
-        records = iter(records)
-        bar = tqdm(total=total, desc="extract", unit="rec", disable=not self.show_progress)
-        while True:
-            batch = [r for _, r in zip(range(self.batch_size), records, strict=False)]
-            if not batch:
-                break
-            yield from self.extract_batch(batch)
-            bar.update(len(batch))
-            bar.set_postfix(prompts=self.stats.prompts, problems=self.stats.parse_problems)
-        bar.close()
+        return extract_in_batches(self, records, total=total, desc="extract")
 
     def extract_batch(self, batch: Sequence[Record]) -> list[Record]:
         work: list[tuple[int, Record, Any, list[Prompt]]] = []

@@ -56,7 +56,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from openie.errors import OpenIEError
-from openie.methods.icl import InContextExtractor
+from openie.methods.icl import InContextExtractor, extract_in_batches
 from openie.methods.routing import AdapterRouter, RouteDecision
 from openie.records import Record
 from openie.schema import Schema
@@ -888,15 +888,7 @@ class RetrieveAllExtractor:
 
     def extract(self, records: Iterable[Record], total: int | None = None) -> Iterator[Record]:
         """Predictions in input order, batch by batch (stream them to disk as they come)."""
-        it = iter(records)
-        bar = tqdm(total=total, desc=f"retrieveall {self.mode}", unit="rec", disable=not self.show_progress)
-        while True:
-            batch = [r for _, r in zip(range(self.batch_size), it, strict=False)]
-            if not batch:
-                break
-            yield from self.extract_batch(batch)
-            bar.update(len(batch))
-        bar.close()
+        return extract_in_batches(self, records, total=total, desc=f"retrieveall {self.mode}")
 
     @property
     def stats(self) -> Any:
