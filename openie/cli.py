@@ -160,7 +160,9 @@ def extract_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the demonstration draw.")] = 0,
     method: Annotated[str, typer.Option(help="icl; ruie (demonstrations from a fitted RUIE retriever, --retriever-path); "
                                              "gliner (--model is a GLiNER checkpoint); baner (BANER span detector: --use-adapter, "
-                                             "--method-option support=NAME:SPLIT for prototype typing).")] = "icl",
+                                             "--method-option support=NAME:SPLIT for prototype typing); retrieveall (--method-option config=RUN.yaml); "
+                                             "el4ner (ensemble: --method-option members='[{\"name\": \"g\"}, {\"model\": \"smollm2-135m-instruct\"}]', "
+                                             "--demos is its pool).")] = "icl",
     method_option: Annotated[list[str] | None, typer.Option(help="Method keyword KEY=VALUE (JSON values), e.g. threshold=0.4, labels=description.")] = None,
     retriever: Annotated[str, typer.Option(help="Demonstration selection: random, bm25, bm25s, dense, entity_knn, ruie, saved.")] = "random",
     retriever_path: Annotated[Path | None, typer.Option(help="RUIE work folder (ruie) or saved retriever (saved).")] = None,

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from openie.errors import SchemaError
 
 
@@ -225,6 +223,8 @@ class Schema:
 
     def validation_errors(self, output: Any, parts: Iterable[str] | None = None) -> list[str]:
         """Every way ``output`` violates the JSON Schema, as readable ``path: message`` lines."""
+        import jsonschema  # on first use: engines import this module on machines without jsonschema
+
         validator = jsonschema.Draft202012Validator(self.json_schema(parts))
         errors = sorted(validator.iter_errors(output), key=lambda e: list(e.absolute_path))
         return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors]

@@ -243,6 +243,21 @@ def test_gliner_span_vectors_serve_as_prototypes(tiny_gliner_path):
     assert len(got) == 4 and all(label in typer.labels and -1.0 <= sim <= 1.0001 for label, sim in got)
 
 
+def test_from_options_fits_prototypes_from_a_support_file(tiny_gliner_path, tmp_path):
+    from openie.records import write_jsonl
+
+    support = tmp_path / "support.jsonl"
+    write_jsonl(RECORDS, support)
+    engine = ScriptedEngine(lambda r: " <<< Alice >>> <<< Oslo >>>" if "person" in r.prompt else "")
+    extractor = BANERExtractor.from_options(engine, SCHEMA, {"support": str(support), "k": 1,
+                                                             "typing_encoder": str(tiny_gliner_path)})
+    assert extractor.typer is not None and sorted(extractor.typer.labels) == ["location", "person"]
+    assert extractor.describe()["typing"] == "prototype"
+    [pred] = extractor.extract([RECORDS[3]], progress=False)
+    assert {e.text for e in pred.entities} == {"Alice", "Oslo"} and all(e.label in SCHEMA.entity_labels
+                                                                        for e in pred.entities)
+
+
 def test_support_sampling_reaches_k_per_type_and_is_seeded():
     pool = RECORDS * 3
     support = sample_support(pool, ["person", "location"], 3, seed=1)

@@ -25,10 +25,12 @@ from openie.methods.el4ner import (
     build_members,
     load_pos_tagger,
     majority,
+    member_specs,
     parse_span_list,
     read_type,
     span_sim,
     span_weights,
+    split_options,
 )
 from openie.records import Entity, Record
 from openie.schema import Schema
@@ -491,6 +493,48 @@ def test_build_members_shares_one_engine_per_base_model():
     assert built == [("auto", "gemma", {"ner-a": "/ad/a", "ner-b": "/ad/b"}, {"cache": None}),
                      ("auto", "smollm", None, {"cache": None})]
     assert [m.adapter for m in members] == ["ner-a", "ner-b", None]
+
+
+def test_member_specs_default_to_the_runs_model_and_name_the_bad_item():
+    [only] = member_specs(None, model="gemma-3-270m", adapter="ner")
+    assert (only.name, only.model, only.adapter, only.backend) == ("gemma-3-270m+ner", "gemma-3-270m", "ner", "auto")
+    specs = member_specs('[{"name": "g"}, "smollm2-135m-instruct", {"adapter": "b", "adapter_path": "/a/b"}]',
+                         model="gemma-3-270m", backend="vllm")
+    assert [(s.name, s.model, s.adapter, s.adapter_path, s.backend) for s in specs] == [
+        ("g", "gemma-3-270m", None, None, "vllm"), ("smollm2-135m-instruct", "smollm2-135m-instruct", None, None, "vllm"),
+        ("gemma-3-270m+b", "gemma-3-270m", "b", "/a/b", "vllm")]
+    with pytest.raises(EL4NERError, match=r"members\[1\]: unknown keys \['adaptor'\]"):
+        member_specs([{"name": "a"}, {"adaptor": "x"}], model="m")
+    with pytest.raises(EL4NERError, match=r"members\[0\]: an adapter_path needs an adapter name"):
+        member_specs([{"adapter_path": "/x"}], model="m")
+    with pytest.raises(EL4NERError, match="unique"):
+        member_specs(["m", "m"], model="m")
+
+
+def test_options_split_into_stage_config_and_run_wiring():
+    config, run = split_options({"verify": "false", "k": "2", "members": ["a"], "pool": "x:train", "pool_size": "5"})
+    assert (config.verify, config.k) == (False, 2) and run == {"members": ["a"], "pool": "x:train", "pool_size": 5}
+    with pytest.raises(EL4NERError, match="unknown EL4NER options \\['verfy'\\]"):
+        split_options({"verfy": False})
+    with pytest.raises(EL4NERError, match="pool_size must be >= 1"):
+        split_options({"pool_size": 0})
+
+
+def test_from_options_loads_a_seeded_pool_sample_and_needs_a_pool(tmp_path):
+    from openie.records import write_jsonl
+
+    pool_file = tmp_path / "pool.jsonl"
+    write_jsonl([Record(f"p{i}", f"Alice {i} .", entities=[Entity(0, 5, "PER", "Alice")]) for i in range(10)], pool_file)
+    a = member("a", Script({TEXT: ["Alice"]}, TYPES))
+    options = {"demonstrations": "sentence", "k": 2, "pool": str(pool_file), "pool_size": 4, "seed": 3}
+    ex = EL4NERExtractor.from_options([a], SCHEMA, {**options, "demonstrations": "none"})
+    assert ex.pool == []  # zero-shot: no pool is read
+    again = [EL4NERExtractor.from_options([a], SCHEMA, options, span_cache=tmp_path / "c.jsonl",
+                                          encoder=TableEncoder({})) for _ in range(2)]
+    assert [r.id for r in again[0].pool] == [r.id for r in again[1].pool] and len(again[0].pool) == 4
+    assert again[0].describe()["pool_size"] == 4 and again[0].span_cache.path == tmp_path / "c.jsonl"
+    with pytest.raises(EL4NERError, match="needs a pool"):
+        EL4NERExtractor.from_options([a], SCHEMA, {"demonstrations": "span"})
 
 
 def test_stats_and_meta_are_complete_for_the_runner():

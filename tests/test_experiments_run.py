@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -312,3 +313,70 @@ def test_a_baner_cell_sends_one_constrained_prompt_per_type_with_the_engines_ada
     bad = write_config(tmp_path, GRID.replace("method:\n", "method:\n  name: baner\n"))
     with pytest.raises(Exception, match="markers template"):
         load_config(bad)
+
+
+def el4ner_member(model: str):
+    """Scripted EL4NER member: the cell's model finds the gold spans, the other finds none; both type
+    by the gold label; the verifier rejects each record's first gold entity."""
+
+    def last(text: str, prefix: str) -> str:
+        return [line for line in text.splitlines() if line.startswith(prefix)][-1][len(prefix):]
+
+    def answer(request):
+        gold = GOLD[last(request.prompt, "Text: ")]
+        if request.template.startswith("ner.el4ner-spans"):
+            return json.dumps([e.text for e in gold.entities] if model == "scripted-model" else [])
+        mention = last(request.prompt, "Mention: ")
+        return next(e.label for e in gold.entities if e.text == mention)
+
+    def score(request):
+        gold = GOLD[last(request.context, "Text: ")]
+        first = gold.entities[0].text if gold.entities else None
+        rejected = f'Is "{first}" an entity' in request.context.rsplit("Text: ", 1)[1]
+        return -0.1 if (request.continuation == " true") != rejected else -3.0
+
+    return ScriptedEngine(answer, scores=score, model_id=model)
+
+
+def test_an_el4ner_cell_gives_members_on_other_models_their_own_shared_engine(tmp_path):
+    config = write_config(tmp_path, GRID.replace("  method.template: [ner.ruie.v1, ner.json.v1]\n", "")
+                          .replace("demonstrations.k: [0, 2]", "method.options.verify: [true, false]")
+                          .replace("method:\n", "method:\n  name: el4ner\n  options:\n    demonstrations: none\n"
+                                   "    typing: generate\n    members: [{name: a}, {name: b, model: other-model}]\n"))
+    started = {}
+
+    def factory(engine_cfg, cache):
+        assert engine_cfg.model not in started
+        started[engine_cfg.model] = el4ner_member(engine_cfg.model)
+        return started[engine_cfg.model]
+
+    outcomes = run_experiment(config, tmp_path / "o", engine_factory=factory, show_progress=False, log=lambda m: None)
+    assert sorted(started) == ["other-model", "scripted-model"]  # each started once for both cells
+    other = started["other-model"].calls
+    assert other and all(not c.template.startswith("ner.el4ner-verify") for c in other)  # member 0 verifies
+    by_verify = {o.name: o.summary for o in outcomes}
+    [verified] = [s for n, s in by_verify.items() if n.startswith("verify-True")]
+    [unverified] = [s for n, s in by_verify.items() if n.startswith("verify-False")]
+    assert unverified["f1"] == 1.0 and verified["precision"] == 1.0 and verified["recall"] < 1.0
+    pred = next(iter(read_predictions(tmp_path / "o" / next(n for n in by_verify if n.startswith("verify-True"))
+                                      / "predictions.jsonl").values()))
+    assert set(pred.meta["el4ner"]["candidates"]) == {"a", "b"}
+
+
+def test_el4ner_config_errors_name_the_key(tmp_path):
+    base = GRID.replace("  method.template: [ner.ruie.v1, ner.json.v1]\n", "").replace(
+        "demonstrations.k: [0, 2]", "demonstrations.k: [0]")
+    bad = {"    verfy: false\n": "unknown EL4NER options ['verfy']",
+           "    members: [{name: a, adapter: nope}]\n": "adapter 'nope' is not one of engine.adapters"}
+    for option, message in bad.items():
+        path = write_config(tmp_path, base.replace("method:\n", f"method:\n  name: el4ner\n  options:\n{option}"))
+        with pytest.raises(Exception, match=re.escape(message)) as err:
+            load_config(path)
+        assert "method.options" in str(err.value) and "line" in str(err.value)
+    path = write_config(tmp_path, base.replace("method:\n", "method:\n  template: ner.el4ner-spans.v1\n"))
+    with pytest.raises(Exception, match="a stage of method el4ner"):
+        load_config(path)
+    path = write_config(tmp_path, GRID.replace("  method.template: [ner.ruie.v1, ner.json.v1]\n", "")
+                        .replace("method:\n", "method:\n  name: el4ner\n"))
+    with pytest.raises(Exception, match="picks its own demonstrations"):
+        load_config(path)

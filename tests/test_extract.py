@@ -428,3 +428,37 @@ def test_baner_method_sends_constrained_per_type_prompts_and_resumes(records_fil
         run(records_file, out, engine=engine, method="baner", adapter="det", method_options={"constrained": False})
     with pytest.raises(ExtractError, match="unknown BANER options"):
         run(records_file, tmp_path / "x.jsonl", engine=engine, method="baner", method_options={"beams": 3})
+
+
+def el4ner_answers(request) -> str:
+    """Scripted EL4NER member: spans are the capitalised words, each typed by the NAMES table."""
+    last = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in request.prompt.splitlines() if ": " in line}
+    if request.template.startswith("ner.el4ner-spans"):
+        return json.dumps([w for w in last["Text"].split() if w[:1].isupper()])
+    return NAMES[last["Mention"]]
+
+
+def test_el4ner_method_runs_every_member_records_them_and_resumes(records_file, tmp_path):
+    engine = ScriptedEngine(el4ner_answers, scores=lambda r: -0.1 if r.continuation == " true" else -2.0)
+    out = tmp_path / "el4ner.jsonl"
+    options = {"members": [{"name": "a"}, {"name": "b", "adapter": "second"}], "demonstrations": "none",
+               "typing": "generate"}
+    summary = run(records_file, out, engine=engine, method="el4ner", method_options=options,
+                  demonstrations="pool:train", k=3)
+    assert summary.records == 20 and summary.f1 == 1.0
+    adapters = {c.adapter for c in engine.calls if c.template.startswith("ner.el4ner-spans")}
+    assert adapters == {None, "second"}  # both members proposed spans
+    config = json.loads(out.with_name(out.name + ".run.json").read_text())["config"]
+    assert config["method"] == "el4ner" and [t.split("@")[0] for t in config["template"]] == [
+        "ner.el4ner-spans.v1", "ner.el4ner-type.v1", "ner.el4ner-verify.v1"]
+    assert config["method_options"]["pool"] == "pool:train" and config["method_options"]["k"] == 3  # --demos, --k
+    assert [m["name"] for m in config["method_options"]["members"]] == ["a", "b"]
+    assert read_jsonl(out)[0].meta["el4ner"]["verification"]["member"] == "a"
+    with pytest.raises(ConfigMismatchError, match="method_options"):
+        run(records_file, out, engine=engine, method="el4ner", method_options={**options, "verify": False},
+            demonstrations="pool:train", k=3)
+    with pytest.raises(ExtractError, match="unknown EL4NER options"):
+        run(records_file, tmp_path / "x.jsonl", engine=engine, method="el4ner", method_options={"beams": 3})
+    with pytest.raises(ExtractError, match="picks its own demonstrations"):
+        run(records_file, tmp_path / "y.jsonl", engine=engine, method="el4ner", retriever="bm25",
+            demonstrations="pool:train")

@@ -410,8 +410,11 @@ class TransformersEngine:
 
     def _generate_batch(self, batch: list[tuple[GenerationRequest, list[int], Any]],
                         indices: list[int]) -> list[Generation]:
-        import xgrammar as xgr
+        matcher_of: Any = None
+        if any(grammar is not None for _, _, grammar in batch):
+            import xgrammar as xgr  # only JSON-schema requests need it (a GPU image may lack it)
 
+            matcher_of = xgr.GrammarMatcher
         rows = []
         for index, (request, ids, grammar) in zip(indices, batch, strict=True):
             room = self.max_model_len - len(ids) if self.max_model_len is not None else request.max_tokens
@@ -423,7 +426,7 @@ class TransformersEngine:
             rows.append(_Row(index=index, ids=ids, max_new=min(request.max_tokens, room),
                              max_tokens=request.max_tokens, stop=request.stop, temperature=request.temperature,
                              top_p=request.top_p, generator=generator,
-                             matcher=xgr.GrammarMatcher(grammar) if grammar is not None else None,
+                             matcher=matcher_of(grammar) if grammar is not None else None,
                              allowed=(allowed_token_ids(self.tokenizer, request.allowed_texts, self.eos_ids)
                                       if request.allowed_texts is not None else None)))
         width = max(len(row.ids) for row in rows)

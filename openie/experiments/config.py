@@ -49,7 +49,7 @@ import yaml
 from openie.errors import OpenIEError
 
 TASKS = ("ner", "re")
-METHODS = ("icl", "gliner", "baner")
+METHODS = ("icl", "gliner", "baner", "el4ner")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
 DEFAULT_SEEDS = (0,)
@@ -80,7 +80,10 @@ class MethodConfig:
     checkpoint, ``threshold``, ``labels`` name|description, ``nested``); no engine is started.
     ``baner``: ``options`` for :class:`openie.methods.baner.BANERExtractor` (``support`` NAME:SPLIT
     for prototype typing, ``k``, ``seed``, ``descriptions``, ``constrained``); the engine's
-    ``adapter`` is the span detector, the template a markers one (``ner.baner.v1``)."""
+    ``adapter`` is the span detector, the template a markers one (``ner.baner.v1``).
+    ``el4ner``: ``options`` for :class:`openie.methods.el4ner.EL4NERExtractor` (the stage switches of
+    :class:`~openie.methods.el4ner.EL4NERConfig`, ``members``, ``pool``, ``pool_size``); members on
+    other models get engines of their own, built with this config's engine settings."""
 
     name: str = "icl"
     template: str = "ner.ruie.v1"
@@ -89,6 +92,7 @@ class MethodConfig:
     constrained: bool = True
     max_prompt_tokens: int | None = None  # drop the least relevant demonstrations until a prompt fits
     options: dict[str, Any] = field(default_factory=dict)  # gliner: model, threshold, labels, nested, ...
+    label: str | None = None  # a name for reports and cell folders (a grid row of methods); changes no output
 
 
 @dataclass
@@ -233,6 +237,7 @@ class ExperimentConfig:
         for k in _NOT_HASHED:
             d.pop(k, None)
         d["demonstrations"].pop("label", None)
+        d["method"].pop("label", None)
         return _without_nulls(d)
 
     def config_hash(self) -> str:
@@ -256,6 +261,14 @@ class ExperimentConfig:
             from openie.methods.demonstrations import weights_fingerprint
 
             payload["gliner_weights"] = weights_fingerprint(self.method.options["model"])
+        if self.method.name == "el4ner":  # its stage templates and its members' adapter files
+            from openie.methods.el4ner import member_specs, split_options
+
+            stages, _ = split_options(self.method.options)
+            payload["el4ner_templates"] = [default_registry().get(t).version for t in
+                                           (stages.spans_template, stages.type_template, stages.verify_template)]
+            payload["member_adapters"] = {s.name: _adapter_hash(s.adapter_path) for s in member_specs(
+                self.method.options.get("members"), model=self.engine.model) if s.adapter_path}
         if self.demonstrations.k and (self.demonstrations.path or self.demonstrations.rerank):
             from openie.methods.demonstrations import spec_fingerprints
 
@@ -325,6 +338,15 @@ def map_paths(d: dict[str, Any], fn) -> None:
         model = method["options"].get("model")
         if isinstance(model, str) and _is_local_model(model):
             method["options"] = {**method["options"], "model": fn(model)}
+        members = method["options"].get("members")
+        if isinstance(members, list):  # el4ner: members' local models and adapter folders
+            method["options"] = {**method["options"], "members": [
+                {**m, **{k: fn(m[k]) for k in ("model", "adapter_path")
+                         if isinstance(m.get(k), str) and (k == "adapter_path" or _is_local_model(m[k]))}}
+                if isinstance(m, dict) else m for m in members]}
+        pool = method["options"].get("pool")
+        if isinstance(pool, str) and _is_file_pool(pool):
+            method["options"] = {**method["options"], "pool": fn(pool)}
     demos = d.get("demonstrations")
     if isinstance(demos, dict):
         if isinstance(demos.get("pool"), str) and _is_file_pool(demos["pool"]):
@@ -586,8 +608,34 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
                                                     f"got {m.template!r}")
         if cfg.demonstrations.k:
             raise ctx.error(("demonstrations", "k"), "method baner takes no demonstrations: use k: 0 (or none)")
+    elif m.name == "el4ner":
+        from openie.methods.el4ner import EL4NERError, member_specs, split_options
+
+        try:
+            split_options(m.options)
+            specs = member_specs(m.options.get("members"), model=cfg.engine.model, adapter=cfg.engine.adapter)
+        except EL4NERError as err:
+            raise ctx.error(("method", "options"), str(err).removeprefix("method options: ")) from None
+        if cfg.task != "ner":
+            raise ctx.error(("task",), f"method el4ner extracts entities only (task ner), got {cfg.task!r}")
+        if cfg.demonstrations.k:
+            raise ctx.error(("demonstrations", "k"), "method el4ner picks its own demonstrations (method options "
+                                                     "demonstrations, k, pool): use k: 0 (or none)")
+        for i, spec in enumerate(specs):
+            on_run_model = spec.model == cfg.engine.model and spec.backend in ("auto", cfg.engine.backend)
+            if on_run_model and spec.adapter and not spec.adapter_path and spec.adapter not in cfg.engine.adapters:
+                raise ctx.error(("method", "options", "members", f"[{i}]", "adapter"),
+                                f"adapter {spec.adapter!r} is not one of engine.adapters; name it there or give "
+                                "the member an adapter_path")
+            if spec.adapter_path and not Path(spec.adapter_path).is_dir():
+                raise ctx.error(("method", "options", "members", f"[{i}]", "adapter_path"),
+                                f"adapter folder {spec.adapter_path} does not exist")
     elif m.options:
         raise ctx.error(("method", "options"), f"method {m.name!r} takes no options")
+    if m.name != "el4ner" and registry.get(m.template).format.startswith("el4ner"):
+        raise ctx.error(("method", "template"), f"template {m.template!r} is a stage of method el4ner, which renders "
+                                                "it itself (method options spans_template / type_template / "
+                                                "verify_template); pick an extraction template")
 
     e = cfg.engine
     _choice(e.backend, BACKENDS, ("engine", "backend"), ctx, "engine backend")

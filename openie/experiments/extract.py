@@ -53,7 +53,7 @@ from openie.records import Event, Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
 
-METHODS = ("icl", "ruie", "gliner", "baner", "retrieveall")
+METHODS = ("icl", "ruie", "gliner", "baner", "retrieveall", "el4ner")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
 INDEX_EVERY = 1024  # a byte offset is kept every this many valid records (Ray workers seek to them)
 CONFIG_VERSION = 1
@@ -731,6 +731,24 @@ def extract_file(
             raise ExtractError(str(err)) from None
         template = retrieveall_config.inference.template
         builder = PromptBuilder(template, resolved_schema)
+    elif method == "el4ner":
+        from openie.methods.el4ner import EL4NERError, member_specs, split_options
+
+        if retriever != "random" or ray_address is not None:
+            raise ExtractError("method 'el4ner' picks its own demonstrations (span or sentence similarity over "
+                               "--demos, the pool) and runs no Ray")
+        method_options = dict(method_options or {})
+        if demonstrations is not None:  # --demos is the pool, --k the demonstrations per record
+            method_options.setdefault("pool", demonstrations)
+            method_options.setdefault("k", k)
+            demonstrations = None
+        try:
+            el4ner_stages, el4ner_run = split_options(method_options)
+            el4ner_specs = member_specs(el4ner_run["members"], model=model, adapter=adapter, backend=backend)
+        except EL4NERError as err:
+            raise ExtractError(str(err)) from None
+        if builder.task != "ner":
+            raise ExtractError(f"method 'el4ner' extracts entities; the schema's task is {builder.task!r}")
     elif method_options:
         raise ExtractError(f"method {method!r} takes no method options (got {sorted(method_options)})")
     if method == "ruie":
@@ -786,6 +804,19 @@ def extract_file(
 
         config.update(template=PromptBuilder(BANER_TEMPLATE, resolved_schema).version,
                       method_options={**BANER_OPTIONS, **dict(method_options or {})})
+    if method == "el4ner":
+        from openie.methods.el4ner import OPTIONS as EL4NER_OPTIONS
+        from prompts.registry import default_registry
+
+        registry = default_registry()
+        config.update(template=[registry.get(t).version for t in (el4ner_stages.spans_template,
+                                                                   el4ner_stages.type_template,
+                                                                   el4ner_stages.verify_template)],
+                      method_options={**EL4NER_OPTIONS, **method_options, "members": [
+                          {"name": s.name, "backend": s.backend,
+                           "model": model_id if (s.model == model and s.backend in ("auto", backend)) else s.model,
+                           "adapter": s.adapter, "adapter_sha256": adapter_content_hash(s.adapter_path)
+                           if s.adapter_path else adapter_hashes.get(s.adapter)} for s in el4ner_specs]})
     if method == "retrieveall":
         config.update(method_options={"config": retrieveall_config.config_file,
                                       "mode": (method_options or {}).get("mode", "routed"),
@@ -838,6 +869,7 @@ def extract_file(
             batches = _aligned_batches(source.records(scan, done, total), done, batch_size)
             bar: Any = None
             owned: Engine | None = None
+            member_engines: list[Engine] = []  # el4ner members on other models
             try:
                 if ray_address is not None:
                     from openie.experiments.ray_extract import ray_predict
@@ -856,6 +888,29 @@ def extract_file(
                             owned = spec.build_engine()
                         extractor = build_extractor(retrieveall_config, engine or owned,
                                                     str((method_options or {}).get("mode", "routed")))
+                    elif method == "el4ner":
+                        from openie.methods.el4ner import EL4NERExtractor, build_members
+
+                        def member_engine(b: str, m: str, member_adapters: dict[str, str] | None) -> Engine:
+                            nonlocal owned
+                            if m == model and b in ("auto", backend):
+                                if engine is None and owned is None:
+                                    owned = spec.build_engine()
+                                return engine or owned  # type: ignore[return-value]
+                            from openie.engines import create_engine
+
+                            other = create_engine(backend if b == "auto" else b, m, member_adapters, cache=cache,
+                                                  **dict(engine_options or {}))
+                            member_engines.append(other)
+                            return other
+
+                        try:
+                            extractor = EL4NERExtractor.from_options(
+                                build_members(el4ner_specs, member_engine), resolved_schema, method_options,
+                                data_root=data_root, batch_size=batch_size, show_progress=show_progress,
+                                span_cache=output.parent / f"{output.name}.el4ner-pool-spans.jsonl")
+                        except ValueError as err:
+                            raise ExtractError(str(err)) from None
                     elif method == "baner":
                         from openie.methods.baner import BANERExtractor
 
@@ -887,8 +942,9 @@ def extract_file(
             finally:
                 if bar is not None:
                     bar.close()
-                if owned is not None and hasattr(owned, "close"):
-                    owned.close()
+                for e in (owned, *member_engines):
+                    if e is not None and hasattr(e, "close"):
+                        e.close()
         loop_seconds = time.perf_counter() - t_loop if pending else 0.0
 
     tally.finish(scan.has_gold)

@@ -95,6 +95,37 @@ def close_engine(engine: Any) -> None:
             close()
 
 
+def member_engine_configs(cfg: ExperimentConfig) -> dict[tuple[str, str], EngineConfig]:
+    """EL4NER members on another (backend, model) than the cell's engine: one engine config each,
+    with the cell's dtype and engine options and the adapters those members load from folders."""
+    if cfg.method.name != "el4ner":
+        return {}
+    from openie.methods.el4ner import member_specs
+
+    out: dict[tuple[str, str], EngineConfig] = {}
+    for spec in member_specs(cfg.method.options.get("members"), model=cfg.engine.model, adapter=cfg.engine.adapter):
+        if _on_cell_engine(cfg, spec.backend, spec.model):
+            continue
+        ec = out.setdefault((spec.backend, spec.model), EngineConfig(
+            backend=cfg.engine.backend if spec.backend == "auto" else spec.backend, model=spec.model,
+            dtype=cfg.engine.dtype, options=dict(cfg.engine.options)))
+        if spec.adapter_path:
+            ec.adapters[str(spec.adapter)] = spec.adapter_path
+    return out
+
+
+def _on_cell_engine(cfg: ExperimentConfig, backend: str, model: str) -> bool:
+    return model == cfg.engine.model and backend in ("auto", cfg.engine.backend)
+
+
+def engine_keys(cfg: ExperimentConfig) -> list[str]:
+    """Keys of every engine a cell uses: its own, then its EL4NER members' (empty for GLiNER)."""
+    if not needs_engine(cfg):
+        return []
+    return [cfg.engine.engine_key(cfg.cache_path)] + [ec.engine_key(cfg.cache_path)
+                                                      for ec in member_engine_configs(cfg).values()]
+
+
 class EnginePool:
     """Started engines by engine settings; ``release`` closes one when no later cell needs it."""
 
@@ -104,11 +135,14 @@ class EnginePool:
 
     def get(self, cfg: ExperimentConfig) -> tuple[Engine, float]:
         """The engine for a cell and the seconds spent starting it (0 when reused)."""
-        key = cfg.engine.engine_key(cfg.cache_path)
+        return self.get_engine(cfg.engine, cfg.cache_path)
+
+    def get_engine(self, engine: EngineConfig, cache: str | None) -> tuple[Engine, float]:
+        key = engine.engine_key(cache)
         if key in self.engines:
             return self.engines[key], 0.0
         start = time.perf_counter()
-        self.engines[key] = self.factory(cfg.engine, cfg.cache_path)
+        self.engines[key] = self.factory(engine, cache)
         return self.engines[key], time.perf_counter() - start
 
     def release(self, key: str) -> None:
@@ -213,14 +247,40 @@ class CellOutcome:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def el4ner_extractor(cfg: ExperimentConfig, engine: Engine | None, span_cache: Path,
+                     member_engine: Callable[[EngineConfig], Engine]) -> Any:
+    """EL4NER over the cell's members: those on the cell's model share its engine, the others get
+    theirs from ``member_engine``; pool spans go to ``span_cache``, shared by the experiment's cells
+    (keyed by member, template and text, so sharing never serves another model's spans)."""
+    from openie.methods.el4ner import EL4NERExtractor, build_members, member_specs
+
+    others = member_engine_configs(cfg)
+
+    def make_engine(backend: str, model: str, adapters: dict[str, str] | None) -> Engine:
+        if _on_cell_engine(cfg, backend, model):
+            return engine  # type: ignore[return-value]  # adapters: checked against engine.adapters
+        return member_engine(others[(backend, model)])
+
+    m = cfg.method
+    members = build_members(member_specs(m.options.get("members"), model=cfg.engine.model,
+                                         adapter=cfg.engine.adapter), make_engine)
+    return EL4NERExtractor.from_options(members, cfg.load_schema(), m.options, default_pool=f"{cfg.dataset}:train",
+                                        data_root=cfg.data_root, span_cache=span_cache, batch_size=m.batch_size)
+
+
 def needs_engine(cfg: ExperimentConfig) -> bool:
     """Encoder methods (gliner) bring their own model: no LLM engine is started for them."""
     return cfg.method.name != "gliner"
 
 
 def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_seconds: float = 0.0,
-             force: bool = False, show_progress: bool = True) -> CellOutcome:
-    """Predict a cell's records (continuing a half-done cell), then evaluate it."""
+             force: bool = False, show_progress: bool = True,
+             member_engine: Callable[[EngineConfig], Engine] | None = None) -> CellOutcome:
+    """Predict a cell's records (continuing a half-done cell), then evaluate it.
+
+    ``member_engine(engine_config)`` starts (or reuses) the engines of EL4NER members that are not on
+    the cell's engine (default: :func:`create_cell_engine`, closed by nobody: pass a pool's).
+    """
     from openie.methods.icl import InContextExtractor
     from prompts.builder import PromptBuilder
 
@@ -261,6 +321,9 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
 
         extractor = BANERExtractor.from_options(engine, cfg.load_schema(), m.options, adapter=cfg.engine.adapter,
                                                 model=cfg.engine.model, data_root=cfg.data_root, template=m.template)
+    elif m.name == "el4ner":
+        extractor = el4ner_extractor(cfg, engine, cell_dir.parent / "el4ner-pool-spans.jsonl",
+                                     member_engine or (lambda ec: create_cell_engine(ec, cfg.cache_path)))
     else:
         extractor = InContextExtractor(engine, builder, demonstrations=selector,
                                        adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size,
@@ -351,9 +414,9 @@ def run_experiment(config: str | Path | Sequence[Cell], out: str | Path | None =
     fingerprints = {c.name: c.config.fingerprint() for c in ordered}
     needs_work = {c.name for c in ordered if force or not is_finished(root / c.name, fingerprints[c.name])}
     remaining: dict[str, int] = {}
-    for c in (c for c in ordered if c.name in needs_work and needs_engine(c.config)):
-        key = c.config.engine.engine_key(c.config.cache_path)
-        remaining[key] = remaining.get(key, 0) + 1
+    for c in (c for c in ordered if c.name in needs_work):
+        for key in engine_keys(c.config):
+            remaining[key] = remaining.get(key, 0) + 1
 
     pool = EnginePool(engine_factory or create_cell_engine)
     outcomes: list[CellOutcome] = []
@@ -371,13 +434,13 @@ def run_experiment(config: str | Path | Sequence[Cell], out: str | Path | None =
                 continue
             engine, started = pool.get(c.config) if needs_engine(c.config) else (None, 0.0)
             outcome = run_cell(c, cell_dir, engine, engine_start_seconds=started, force=force,
-                               show_progress=show_progress)
+                               show_progress=show_progress,
+                               member_engine=lambda ec, cache=c.config.cache_path: pool.get_engine(ec, cache)[0])
             outcomes.append(outcome)
             s = outcome.summary
             say(f"{c.name}: F1 {s['f1']:.4f} (P {s['precision']:.4f} R {s['recall']:.4f}), "
                 f"{s['parse_problems']} parse problems, {s['records']} records")
-            key = c.config.engine.engine_key(c.config.cache_path)
-            if needs_engine(c.config):
+            for key in engine_keys(c.config):
                 remaining[key] -= 1
                 if remaining[key] == 0:
                     pool.release(key)

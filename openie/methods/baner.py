@@ -295,9 +295,9 @@ class BANERExtractor:
         o = {**OPTIONS, **options}
         typer = None
         if o["support"]:
-            from openie.datasets import load_pool
+            from openie.methods.demonstrations import load_pool_sources
 
-            pool = load_pool(str(o["support"]), data_root)
+            pool = load_pool_sources([str(o["support"])], task="ner", data_root=data_root)
             support = sample_support(pool, schema.entity_labels, int(o["k"]), int(o["seed"]))
             encoder = load_span_encoder(str(o["typing_encoder"]), model=model, layer=o["typing_layer"])
             typer = PrototypeTyper.fit(encoder, support)

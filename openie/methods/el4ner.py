@@ -206,7 +206,63 @@ class EL4NERConfig:
         return list(members) if ensemble else [members[self.single_member]]
 
 
-OPTIONS: dict[str, Any] = EL4NERConfig().to_dict()
+#: Options that wire the method into a run rather than change a stage: the ``members`` (a list of
+#: ``{name, model, adapter, adapter_path, backend}``; default one member, the run's model and adapter),
+#: the demonstration ``pool`` (``NAME:SPLIT`` or a records file; default the dataset's train split)
+#: and ``pool_size`` (a seeded sample of it, seeded by ``seed``).
+RUN_OPTIONS: dict[str, Any] = {"members": None, "pool": None, "pool_size": None}
+OPTIONS: dict[str, Any] = {**EL4NERConfig().to_dict(), **RUN_OPTIONS}
+MEMBER_KEYS = ("name", "model", "adapter", "adapter_path", "backend")
+
+
+def split_options(options: Mapping[str, Any]) -> tuple[EL4NERConfig, dict[str, Any]]:
+    """``method.options`` -> (the stages' config, the run options); unknown keys name the known ones."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise EL4NERError(f"method options: unknown EL4NER options {unknown}; known: {sorted(OPTIONS)}")
+    run = {key: options.get(key, default) for key, default in RUN_OPTIONS.items()}
+    if run["pool_size"] not in (None, "", "none"):
+        run["pool_size"] = int(run["pool_size"])
+        if run["pool_size"] < 1:
+            raise EL4NERError(f"pool_size must be >= 1, got {run['pool_size']}")
+    else:
+        run["pool_size"] = None
+    return EL4NERConfig.from_options({k: v for k, v in options.items() if k not in RUN_OPTIONS}), run
+
+
+def member_specs(value: Any, *, model: str, adapter: str | None = None, backend: str = "auto") -> list[MemberSpec]:
+    """The ``members`` option as specs. Missing ``model`` / ``backend``: the run's; no list at all:
+    one member, the run's model with the run's adapter. A plain string item is a model name."""
+    if value in (None, "", []):
+        return [MemberSpec(_member_name(model, adapter), model, adapter, None, backend)]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise EL4NERError(f"members: expected a JSON list of members, got {value!r}") from None
+    if not isinstance(value, list | tuple):
+        raise EL4NERError(f"members must be a list of {{{', '.join(MEMBER_KEYS)}}}, got {type(value).__name__}")
+    specs = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            item = {"model": item}
+        if not isinstance(item, Mapping):
+            raise EL4NERError(f"members[{i}]: expected a mapping with keys {', '.join(MEMBER_KEYS)}, got {item!r}")
+        unknown = sorted(set(item) - set(MEMBER_KEYS))
+        if unknown:
+            raise EL4NERError(f"members[{i}]: unknown keys {unknown}; known: {list(MEMBER_KEYS)}")
+        m, a = str(item.get("model") or model), item.get("adapter")
+        if item.get("adapter_path") and not a:
+            raise EL4NERError(f"members[{i}]: an adapter_path needs an adapter name")
+        specs.append(MemberSpec(str(item.get("name") or _member_name(m, a)), m, a,
+                                str(item["adapter_path"]) if item.get("adapter_path") else None,
+                                str(item.get("backend") or backend)))
+    _check_names([s.name for s in specs])
+    return specs
+
+
+def _member_name(model: str, adapter: str | None) -> str:
+    return Path(model).name + (f"+{adapter}" if adapter else "")
 
 
 # =============================================================================================
@@ -475,7 +531,10 @@ class SpanProposer:
         return self.registry.get(self.template).version
 
     def prompt(self, record: Record, demos: Sequence[Record] = ()) -> str:
-        blocks = [{"input": d.text, "output": json.dumps([e.text for e in _sorted(d.entities)], ensure_ascii=False)}
+        # constrained answers are compact JSON (the grammar allows no optional whitespace): demos match them
+        separators = (",", ":") if self.constrained else (", ", ": ")
+        blocks = [{"input": d.text, "output": json.dumps([e.text for e in _sorted(d.entities)], ensure_ascii=False,
+                                                         separators=separators)}
                   for d in reversed(demos)]  # most relevant last, closest to the query
         return self.registry.render(self.template, instruction=None, types=_types(self.schema), demos=blocks,
                                     query={"input": record.text})
@@ -964,6 +1023,34 @@ class EL4NERExtractor:
                                                   self.encoder, self.pos_tagger, c, self.span_cache, self.stats,
                                                   self.show_progress)
 
+    @classmethod
+    def from_options(cls, members: Sequence[Member], schema: Schema, options: Mapping[str, Any], *,
+                     default_pool: str | None = None, data_root: str | None = None,
+                     span_cache: str | Path | None = None, batch_size: int = 32, encoder: Any = None,
+                     pos_tagger: PosTagger | None = None, show_progress: bool = False) -> EL4NERExtractor:
+        """An extractor from ``method.options`` (:data:`OPTIONS`) over already built ``members``
+        (:func:`member_specs` + :func:`build_members`). The pool is loaded only when the stages
+        use demonstrations; ``span_cache`` is a JSONL file shared by every run that names it."""
+        config, run = split_options(options)
+        pool: list[Record] = []
+        if config.demonstrations != "none":
+            from openie.methods.demonstrations import load_pool_sources
+
+            source = run["pool"] or default_pool
+            if not source:
+                raise EL4NERError(f"demonstrations={config.demonstrations!r} needs a pool: method option "
+                                  "pool=NAME:SPLIT or a records file")
+            try:
+                pool = load_pool_sources([source] if isinstance(source, str) else list(source), task="ner",
+                                         data_root=data_root)
+            except ValueError as err:
+                raise EL4NERError(f"pool: {err}") from None
+            if run["pool_size"] is not None and run["pool_size"] < len(pool):
+                keep = sorted(random.Random(config.seed).sample(range(len(pool)), run["pool_size"]))
+                pool = [pool[i] for i in keep]
+        return cls(members, schema, pool, config, encoder=encoder, pos_tagger=pos_tagger,
+                   span_cache=PoolSpanCache(span_cache), batch_size=batch_size, show_progress=show_progress)
+
     @property
     def engine(self) -> Engine:
         return self.members[0].engine
@@ -977,7 +1064,8 @@ class EL4NERExtractor:
                               "verify": self.verifier.version},
                 "pos_tagger": getattr(self.pos_tagger, "name", None),
                 "encoder": getattr(self.encoder, "model_name", type(self.encoder).__name__ if self.encoder else None),
-                "pool_size": len(self.pool)}
+                "pool_size": len(self.pool), "pool_ids_sha256": hashlib.sha256(
+                    "\n".join(f"{r.id}\t{r.text}" for r in self.pool).encode("utf-8")).hexdigest()}
 
     def extract(self, records: Iterable[Record], total: int | None = None) -> Iterator[Record]:
         """Predictions in input order, batch by batch."""
