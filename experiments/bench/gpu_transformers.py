@@ -195,6 +195,11 @@ def measure_generation(engine: Any, prompts: list[str], adapters: list[str | Non
             "finished_early": sum(g.completion_tokens < max_tokens for g in out)}
 
 
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run with the median ``key`` (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2]
+
+
 def measure_scoring(engine: Any, pairs: list[tuple[str, str]], adapters: list[str | None],
                     batch: int) -> dict[str, Any]:
     from openie.engines.base import ScoreRequest
@@ -367,6 +372,8 @@ def bench_arch(name: str, folder: Path, work: Path, examples: list[tuple[str, st
     measure_generation(engine, prompts, [None], max(args.batch_sizes), 2)
     log(f"{name}: engine ready, generation sweep")
 
+    for batch in args.batch_sizes:  # untimed pass: on the H200 the first run of each batch shape was ~3x slower
+        measure_generation(engine, prompts, [None], batch, args.max_tokens)
     arch["generation"] = []
     for batch in args.batch_sizes:
         if batch == max(args.batch_sizes):
@@ -374,12 +381,13 @@ def bench_arch(name: str, folder: Path, work: Path, examples: list[tuple[str, st
         arch["generation"].append(measure_generation(engine, prompts, [None], batch, args.max_tokens))
     arch["generation_peak_gib"] = peak_gib(args.device)
     big = max(args.batch_sizes)
-    arch["lora_mix"] = {
-        "base": arch["generation"][-1] if args.batch_sizes[-1] == big else
-        measure_generation(engine, prompts, [None], big, args.max_tokens),
-        "one_adapter": measure_generation(engine, prompts, names[:1], big, args.max_tokens),
-        "four_adapters": measure_generation(engine, prompts, names, big, args.max_tokens),
-    }
+    # interleaved rounds, median per setting: the first timings on a fresh GPU ran slow (clocks, allocator)
+    runs: dict[str, list[dict[str, Any]]] = {"base": [], "one_adapter": [], "four_adapters": []}
+    for _ in range(args.repeats):
+        for key, mix in (("base", [None]), ("one_adapter", names[:1]), ("four_adapters", names)):
+            runs[key].append(measure_generation(engine, prompts, mix, big, args.max_tokens))
+    arch["lora_mix"] = {key: median_run(r, "tokens_per_s") for key, r in runs.items()}
+    arch["lora_mix_runs"] = runs
     if name == CPU_ARCH and not args.skip_cpu:
         arch["generation_cpu_workload_on_device"] = measure_generation(
             engine, prompts[:args.cpu_prompts], [None], args.cpu_prompts, args.max_tokens)
@@ -387,9 +395,13 @@ def bench_arch(name: str, folder: Path, work: Path, examples: list[tuple[str, st
 
     log(f"{name}: scoring")
     score_pairs = examples[:args.score_requests]
-    measure_scoring(engine, score_pairs[:4], [None, *names], 4)  # warm-up
-    arch["scoring"] = {"base": measure_scoring(engine, score_pairs, [None], args.score_batch),
-                       "four_adapters": measure_scoring(engine, score_pairs, names, args.score_batch)}
+    measure_scoring(engine, score_pairs, [None, *names], args.score_batch)  # warm-up at the timed shapes
+    score_runs: dict[str, list[dict[str, Any]]] = {"base": [], "four_adapters": []}
+    for _ in range(args.repeats):
+        for key, mix in (("base", [None]), ("four_adapters", names)):
+            score_runs[key].append(measure_scoring(engine, score_pairs, mix, args.score_batch))
+    arch["scoring"] = {key: median_run(r, "continuations_per_s") for key, r in score_runs.items()}
+    arch["scoring_runs"] = score_runs
     check_pairs = examples[:args.check_prompts]
     bf16_scores = None
     if name in CHECK_ARCHS:  # the requests check_against_peft scores: each pair with, then without the adapter
@@ -488,6 +500,9 @@ def print_tables(result: dict[str, Any]) -> None:
             print(f"{name:<15} {m['base']['tokens_per_s']:8.0f} {m['one_adapter']['tokens_per_s']:9.0f} "
                   f"{m['four_adapters']['tokens_per_s']:10.0f} {r['four_adapters_vs_base']:8.2f} "
                   f"{r['one_adapter_vs_base']:8.2f} {r['four_adapters_vs_one_adapter']:8.2f}")
+            spread = "; ".join(f"{k} " + "/".join(f"{x['tokens_per_s']:.0f}" for x in runs)
+                               for k, runs in a.get("lora_mix_runs", {}).items())
+            print(f"{'':<15} every round (median shown): {spread}")
     cpu = archs.get(CPU_ARCH, {})
     if "generation_cpu" in cpu and "generation_cpu_workload_on_device" in cpu:
         dev, host = cpu["generation_cpu_workload_on_device"], cpu["generation_cpu"]
@@ -501,6 +516,9 @@ def print_tables(result: dict[str, Any]) -> None:
             s = a["scoring"]
             print(f"{name:<15} {s['base']['continuations_per_s']:8.0f} {s['four_adapters']['continuations_per_s']:10.0f} "
                   f"{rat[name]['scoring_four_adapters_vs_base']:6.2f} {s['base']['mean_continuation_tokens']:8.1f}")
+            spread = "; ".join(f"{k} " + "/".join(f"{x['continuations_per_s']:.0f}" for x in runs)
+                               for k, runs in a.get("scoring_runs", {}).items())
+            print(f"{'':<15} every round (median shown): {spread}")
     print(f"\n3. train_lora: batch {cfg['train_batch']}, rank 8 on all block linears, median of steps 2..{cfg['train_steps']}")
     print(f"{'arch':<15} {'seq tok':>7} {'s/step':>8} {'tokens/s':>9} {'peak GiB':>8} {'cpu s/step':>10} {'cpu/dev':>7}")
     for name, a in archs.items():
@@ -555,6 +573,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="8,32,64")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--adapters", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the LoRA-mix and scoring timings")
     ap.add_argument("--score-requests", type=int, default=256)
     ap.add_argument("--score-batch", type=int, default=32)
     ap.add_argument("--train-steps", type=int, default=6)
@@ -578,6 +597,7 @@ def main() -> None:
     if args.quick:
         args.prompts, args.batch_sizes, args.max_tokens, args.score_requests, args.score_batch = 4, "2,4", 4, 8, 4
         args.train_steps, args.train_batch, args.train_pairs, args.check_prompts, args.cpu_prompts = 3, 2, 8, 2, 2
+        args.repeats = 2
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     args.archs = [a for a in args.archs.split(",") if a]
     unknown = sorted(set(args.archs) - set(ARCHS))
