@@ -347,6 +347,22 @@ def test_demonstrations_reach_every_stage_prompt_and_never_the_query_itself():
     assert 'Is "Lyon" an entity of type PER?\nAnswer: false' in verify
 
 
+def test_typing_examples_are_capped_keeping_the_most_relevant_demonstrations():
+    best = Record("best", "Ada and Bob met Cy .", entities=[Entity(0, 3, "PER", "Ada"), Entity(8, 11, "PER", "Bob"),
+                                                         Entity(16, 18, "PER", "Cy")])
+    other = Record("other", "Oslo is cold .", entities=[Entity(0, 4, "LOC", "Oslo")])
+    m = member("a", Script())
+    query, span = Record("q", TEXT), Entity(0, 5, "", "Alice")
+    capped = extractor([m], demonstrations="none", type_demos=2).typer.prompt(query, span, [best, other])
+    assert capped.count("Mention: ") == 3 and "Mention: Bob" in capped and "Mention: Cy" in capped
+    assert "Oslo" not in capped  # the less relevant demonstration's examples go first
+    full = extractor([m], demonstrations="none", type_demos=None).typer.prompt(query, span, [best, other])
+    assert full.count("Mention: ") == 5
+    assert extractor([m], demonstrations="none", type_demos=0).typer.prompt(query, span, [best]).count("Mention: ") == 1
+    with pytest.raises(EL4NERError, match="type_demos"):
+        EL4NERConfig(type_demos=-1)
+
+
 def test_gold_pool_spans_need_no_pool_prompts():
     ex, m = spansim_extractor(pos_tagger=SPANSIM_TAGS, pos_weights={"PROPN": 1.0, "NOUN": 0.2}, pool_spans="gold")
     pred = ex.extract_batch([Record("q", QUERY)])[0]

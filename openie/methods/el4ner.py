@@ -145,6 +145,8 @@ class EL4NERConfig:
     verifier: int = 0
     typing: str = "score"               # score: a member's vote is its most likely type | generate: its answer
     typing_score: str = "mean"          # sum | mean log-likelihood of " TYPE" (mean: long names not penalised)
+    type_demos: int | None = 8          # typing examples at most (one per gold mention of the demonstrations;
+                                        # the most relevant demonstrations' mentions are kept); None: all
     verify_margin: float = 0.0          # keep when logp(" true") - logp(" false") >= margin
     verify_demonstrations: bool = True  # show a true and a false judgement per demonstration
     pos_tagger: str = "auto"            # textblob | shape | auto (textblob when installed, else shape)
@@ -168,6 +170,8 @@ class EL4NERConfig:
                 raise EL4NERError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.demonstrations != "none" and self.k < 1:
             raise EL4NERError(f"k must be >= 1 with demonstrations={self.demonstrations!r}, got {self.k}")
+        if self.type_demos is not None and self.type_demos < 0:
+            raise EL4NERError(f"type_demos must be >= 0 (or none), got {self.type_demos}")
         if self.pool_prefilter is not None and self.pool_prefilter < self.k:
             raise EL4NERError(f"pool_prefilter ({self.pool_prefilter}) must be at least k ({self.k})")
         if self.max_tokens < 1:
@@ -188,7 +192,7 @@ class EL4NERConfig:
             default = getattr(cls(), key)
             if isinstance(default, bool):
                 value = value.strip().lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
-            elif key == "pool_prefilter":
+            elif key in ("pool_prefilter", "type_demos"):
                 value = None if value in (None, "", "none") else int(value)
             elif isinstance(default, int):
                 value = int(value)
@@ -845,6 +849,8 @@ class MajorityVoteTyper:
     def prompt(self, record: Record, span: Entity, demos: Sequence[Record]) -> str:
         blocks = [{"input": d.text, "span": e.text, "output": e.label}
                   for d in reversed(demos) for e in _sorted(d.entities) if e.label in self.labels]
+        if self.config.type_demos is not None:  # the last blocks come from the most relevant demonstrations
+            blocks = blocks[len(blocks) - self.config.type_demos:] if self.config.type_demos else []
         return self.registry.render(self.config.type_template, instruction=None, types=_types(self.schema),
                                     demos=blocks, query={"input": record.text, "span": span.text})
 
