@@ -162,7 +162,11 @@ def extract_cmd(
                                              "gliner (--model is a GLiNER checkpoint); baner (BANER span detector: --use-adapter, "
                                              "--method-option support=NAME:SPLIT for prototype typing); retrieveall (--method-option config=RUN.yaml); "
                                              "el4ner (ensemble: --method-option members='[{\"name\": \"g\"}, {\"model\": \"smollm2-135m-instruct\"}]', "
-                                             "--demos is its pool).")] = "icl",
+                                             "--demos is its pool); "
+                                             "dspy (a DSPy program on the engine: --method-option program=predict|chain_of_thought|agent, "
+                                             "tools, gliner=CKPT, ner_retriever=DIR, retriever=bm25|bm25s|dense|saved:DIR, pool, knn_k, "
+                                             "max_iters, dspy_adapter=chat|chat_only|json, compiled=DIR, max_tokens, task=ner|re|ee; "
+                                             "--demos is its pool, --k its knn_k).")] = "icl",
     method_option: Annotated[list[str] | None, typer.Option(help="Method keyword KEY=VALUE (JSON values), e.g. threshold=0.4, labels=description.")] = None,
     retriever: Annotated[str, typer.Option(help="Demonstration selection: random, bm25, bm25s, dense, entity_knn, ruie, saved.")] = "random",
     retriever_path: Annotated[Path | None, typer.Option(help="RUIE work folder (ruie) or saved retriever (saved).")] = None,

@@ -380,3 +380,33 @@ def test_el4ner_config_errors_name_the_key(tmp_path):
                         .replace("method:\n", "method:\n  name: el4ner\n"))
     with pytest.raises(Exception, match="picks its own demonstrations"):
         load_config(path)
+
+
+def dspy_oracle(request) -> str:
+    """Scripted DSPy ChatAdapter answers: the gold entities of the prompt's last ``text`` input, with reasoning."""
+    text = request.prompt.rsplit("[[ ## text ## ]]\n", 1)[1].split("\n\n", 1)[0]
+    entities = [{"text": e.text, "type": e.label} for e in GOLD[text].entities]
+    return f"[[ ## reasoning ## ]]\nnames\n\n[[ ## entities ## ]]\n{json.dumps(entities)}\n\n[[ ## completed ## ]]"
+
+
+def test_a_dspy_cell_runs_a_knn_chain_of_thought_program_on_the_cells_engine(tmp_path):
+    base = GRID.replace("  method.template: [ner.ruie.v1, ner.json.v1]\n", "").replace(
+        "demonstrations.k: [0, 2]", "method.options.program: [chain_of_thought]")
+    config = write_config(tmp_path, base.replace("method:\n  max_tokens: 64\n",
+                                                 "method:\n  name: dspy\n  max_tokens: 256\n  options:\n    knn_k: 2\n"))
+    prompts = []
+
+    def factory(engine_cfg, cache):
+        return ScriptedEngine(lambda r: prompts.append(r.prompt) or dspy_oracle(r), model_id=engine_cfg.model)
+
+    [outcome] = run_experiment(config, tmp_path / "o", engine_factory=factory, show_progress=False, log=lambda m: None)
+    assert outcome.summary["f1"] == 1.0 and outcome.summary["records"] == 6
+    assert len(prompts) == 6 and all(p.startswith("Your input fields are:") and "[[ ## entities ## ]]" in p
+                                     and p.count("This is an example of the task") == 2 for p in prompts)
+    preds = read_predictions(outcome.path / "predictions.jsonl").values()
+    assert all(p.meta["method"] == "dspy.knn+chain_of_thought" and len(p.meta["demo_ids"]) == 2
+               and p.meta["reasoning"] == "names" for p in preds)
+    bad = write_config(tmp_path, base.replace("method:\n", "method:\n  name: dspy\n  options:\n    tools: [propose_spans]\n"))
+    with pytest.raises(Exception, match="tools are for program agent; a 'chain_of_thought' program calls none") as err:
+        load_config(bad)
+    assert "method.options.tools" in str(err.value) and "line 9" in str(err.value)

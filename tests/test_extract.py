@@ -462,3 +462,43 @@ def test_el4ner_method_runs_every_member_records_them_and_resumes(records_file, 
     with pytest.raises(ExtractError, match="picks its own demonstrations"):
         run(records_file, tmp_path / "y.jsonl", engine=engine, method="el4ner", retriever="bm25",
             demonstrations="pool:train")
+
+
+# --------------------------------------------------------------------------------------------- DSPy
+
+def dspy_answer(request) -> str:
+    """Scripted DSPy ChatAdapter answers: the NAMES of the prompt's last ``text`` input."""
+    text = request.prompt.rsplit("[[ ## text ## ]]\n", 1)[1].split("\n\n", 1)[0]
+    entities = [{"text": w, "type": NAMES[w]} for w in text.split() if w in NAMES]
+    return f"[[ ## entities ## ]]\n{json.dumps(entities)}\n\n[[ ## completed ## ]]"
+
+
+def test_dspy_method_runs_a_knn_program_records_its_options_and_resumes(records_file, tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(corpus(30, seed=1), pool)
+    engine = ScriptedEngine(dspy_answer)
+    out = tmp_path / "dspy.jsonl"
+    summary = run(records_file, out, engine=engine, method="dspy", method_options={"dspy_adapter": "chat_only"},
+                  demonstrations=str(pool), k=2, max_tokens=256)
+    assert summary.records == 20 and summary.f1 == 1.0 and summary.prompts == 20
+    assert all("[[ ## text ## ]]" in c.prompt and c.max_tokens == 256 for c in engine.calls)
+    config = json.loads(out.with_name(out.name + ".run.json").read_text())["config"]
+    assert config["method"] == "dspy" and config["template"] is None and config["task"] == "ner"
+    options = config["method_options"]
+    assert (options["program"], options["knn_k"], options["dspy_adapter"], options["pool"]) == (
+        "predict", 2, "chat_only", [str(pool.resolve())])
+    assert options["fingerprints"]["dspy"] and options["tools"] == []
+    from retrievers import BM25Retriever
+
+    bm25 = BM25Retriever()
+    bm25.index(read_jsonl(pool))
+    for pred, gold in zip(read_jsonl(out), read_jsonl(records_file), strict=True):
+        assert pred.meta["demo_ids"] == [r.id for r, _ in bm25.retrieve(gold.text, 2)]
+    again = run(records_file, out, engine=engine, method="dspy", method_options={"dspy_adapter": "chat_only"},
+                demonstrations=str(pool), k=2, max_tokens=256)
+    assert again.resumed == 20 and again.processed == 0
+    with pytest.raises(ConfigMismatchError, match="method_options"):
+        run(records_file, out, engine=engine, method="dspy", method_options={"program": "chain_of_thought"},
+            demonstrations=str(pool), k=2, max_tokens=256)
+    with pytest.raises(ExtractError, match="unknown DSPy options"):
+        run(records_file, tmp_path / "x.jsonl", engine=engine, method="dspy", method_options={"beams": 3})

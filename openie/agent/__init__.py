@@ -7,6 +7,9 @@ extraction statistics and batch loop so the runner treats a DSPy program like an
     program = ProgramSpec("chain_of_thought", task="ner").build(schema)
     extractor = DSPyExtractor(program, engine, schema)
     predictions = list(extractor.extract(records))
+
+Experiment configs and ``openie extract`` build the same extractor from plain options
+(``openie.agent.options.from_options``).
 """
 
 import os
@@ -26,6 +29,7 @@ from openie.agent.modules import (  # noqa: E402
     save_program,
 )
 from openie.agent.optimizers import OPTIMIZERS, StrictF1, examples_from_records, optimize_program, record_f1  # noqa: E402
+from openie.agent.options import OPTIONS, TOOL_NAMES, DSPyOptionsError, check_options, from_options  # noqa: E402
 from openie.agent.selectors import KNNFewShotProgram, RetrieverKNN, RetrieverKNNFewShot  # noqa: E402
 from openie.agent.signatures import (  # noqa: E402
     TASKS,
@@ -43,9 +47,10 @@ from openie.agent.tools import (  # noqa: E402
 from openie.agent.trace import ExtractionTrace, ToolCall, traced  # noqa: E402
 
 __all__ = [
-    "DSPY_ADAPTERS", "OPTIMIZERS", "PROGRAM_KINDS", "TASKS", "AgentStats", "AgentTool", "DSPyExtractor",
-    "DemonstrationTool", "ExtractionAgent", "ExtractionTrace", "KNNFewShotProgram", "ProgramError", "ProgramSpec",
-    "RetrieverKNN", "RetrieverKNNFewShot", "SimilarMentionsTool", "SpanProposalTool", "StrictF1", "ToolCall",
-    "TypeDescriptionsTool", "example_from_record", "examples_from_records", "load_program", "openie_signature",
+    "DSPY_ADAPTERS", "OPTIMIZERS", "OPTIONS", "PROGRAM_KINDS", "TASKS", "TOOL_NAMES", "AgentStats", "AgentTool",
+    "DSPyExtractor", "DSPyOptionsError", "DemonstrationTool", "ExtractionAgent", "ExtractionTrace",
+    "KNNFewShotProgram", "ProgramError", "ProgramSpec", "RetrieverKNN", "RetrieverKNNFewShot",
+    "SimilarMentionsTool", "SpanProposalTool", "StrictF1", "ToolCall", "TypeDescriptionsTool", "check_options",
+    "example_from_record", "examples_from_records", "from_options", "load_program", "openie_signature",
     "optimize_program", "prediction_to_record", "program_kind", "record_f1", "save_program", "traced",
 ]

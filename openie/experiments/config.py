@@ -48,8 +48,8 @@ import yaml
 
 from openie.errors import OpenIEError
 
-TASKS = ("ner", "re")
-METHODS = ("icl", "gliner", "baner", "el4ner")
+TASKS = ("ner", "re", "ee")  # ee: method dspy only (no template extracts whole events)
+METHODS = ("icl", "gliner", "baner", "el4ner", "dspy")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
 DEFAULT_SEEDS = (0,)
@@ -83,7 +83,12 @@ class MethodConfig:
     ``adapter`` is the span detector, the template a markers one (``ner.baner.v1``).
     ``el4ner``: ``options`` for :class:`openie.methods.el4ner.EL4NERExtractor` (the stage switches of
     :class:`~openie.methods.el4ner.EL4NERConfig`, ``members``, ``pool``, ``pool_size``); members on
-    other models get engines of their own, built with this config's engine settings."""
+    other models get engines of their own, built with this config's engine settings.
+    ``dspy``: ``options`` for :func:`openie.agent.options.from_options` (``program`` predict |
+    chain_of_thought | agent, ``tools``, ``gliner``, ``ner_retriever``, ``retriever``, ``pool``,
+    ``knn_k``, ``max_iters``, ``dspy_adapter``, ``compiled``, ``max_tokens``): a DSPy program on
+    the cell's engine and adapter (cached like any engine call); ``template`` is not used, it
+    picks its own demonstrations (``knn_k``), the pool defaults to the dataset's train split."""
 
     name: str = "icl"
     template: str = "ner.ruie.v1"
@@ -254,7 +259,7 @@ class ExperimentConfig:
         from prompts.registry import default_registry
 
         payload = {"config": self.config_hash(),
-                   "template": default_registry().get(self.method.template).version,
+                   "template": None if self.method.name == "dspy" else default_registry().get(self.method.template).version,
                    "schema": self.load_schema().to_dict(),
                    "adapters": {n: _adapter_hash(p) for n, p in sorted(self.engine.adapters.items())}}
         if self.method.name == "gliner":  # the checkpoint's weights, not only its path
@@ -269,6 +274,11 @@ class ExperimentConfig:
                                            (stages.spans_template, stages.type_template, stages.verify_template)]
             payload["member_adapters"] = {s.name: _adapter_hash(s.adapter_path) for s in member_specs(
                 self.method.options.get("members"), model=self.engine.model) if s.adapter_path}
+        if self.method.name == "dspy":  # DSPy's version, compiled program, GLiNER, NER Retriever, saved retriever
+            from openie.agent.options import check_options, option_fingerprints
+
+            payload["dspy"] = option_fingerprints(check_options(self.method.options, task=self.task,
+                                                                default_pool=method_default_pool(self)))
         if self.demonstrations.k and (self.demonstrations.path or self.demonstrations.rerank):
             from openie.methods.demonstrations import spec_fingerprints
 
@@ -284,6 +294,13 @@ class ExperimentConfig:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+
+
+def method_default_pool(cfg: ExperimentConfig) -> str | None:
+    """The pool a method that picks its own demonstrations uses when none is given: the train split."""
+    from openie.datasets import get_dataset
+
+    return f"{cfg.dataset}:train" if "train" in get_dataset(cfg.dataset).splits else None
 
 
 def _without_nulls(value: Any) -> Any:
@@ -347,6 +364,10 @@ def map_paths(d: dict[str, Any], fn) -> None:
         pool = method["options"].get("pool")
         if isinstance(pool, str) and _is_file_pool(pool):
             method["options"] = {**method["options"], "pool": fn(pool)}
+        elif isinstance(pool, list):
+            method["options"] = {**method["options"], "pool": [fn(p) if isinstance(p, str) and _is_file_pool(p) else p
+                                                               for p in pool]}
+        method["options"] = map_dspy_paths(method["options"], fn)
     demos = d.get("demonstrations")
     if isinstance(demos, dict):
         if isinstance(demos.get("pool"), str) and _is_file_pool(demos["pool"]):
@@ -356,6 +377,24 @@ def map_paths(d: dict[str, Any], fn) -> None:
         for key in ("path", "rerank"):
             if isinstance(demos.get(key), str):
                 demos[key] = fn(demos[key])
+
+
+def map_dspy_paths(options: Mapping[str, Any], fn, *, local=_is_local_model, pools: bool = False) -> dict[str, Any]:
+    """Method dspy's folders: a ``local`` GLiNER checkpoint, the NER Retriever, a compiled program,
+    ``saved:PATH``, and with ``pools`` its records-file pools (``map_paths`` maps those for every method)."""
+    out = dict(options)
+    if pools and isinstance(out.get("pool"), str | list):
+        out["pool"] = [fn(p) if isinstance(p, str) and _is_file_pool(p) else p for p in
+                       ([out["pool"]] if isinstance(out["pool"], str) else out["pool"])]
+    if isinstance(out.get("gliner"), str) and local(out["gliner"]):
+        mapped = fn(out["gliner"])
+        out["gliner"] = mapped if _is_local_model(mapped) else f"./{mapped}"  # a bare relative path reads as a hub id
+    for key in ("ner_retriever", "compiled"):
+        if isinstance(out.get(key), str):
+            out[key] = fn(out[key])
+    if isinstance(out.get("retriever"), str) and out["retriever"].startswith("saved:"):
+        out["retriever"] = "saved:" + fn(out["retriever"][len("saved:"):])
+    return out
 
 
 def _is_file_pool(pool: str) -> bool:
@@ -570,15 +609,16 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
         if v is not None and v < 1:
             raise ctx.error((key,), f"must be at least 1, got {v}")
     _choice(cfg.task, TASKS, ("task",), ctx, "task")
-    if cfg.task == "re" and "re" not in spec.task:
-        raise ctx.error(("task",), f"dataset {cfg.dataset!r} has no relation annotations (its task is {spec.task})")
+    if cfg.task != "ner" and cfg.task not in spec.task.split("+"):
+        kind = {"re": "relation", "ee": "event"}[cfg.task]
+        raise ctx.error(("task",), f"dataset {cfg.dataset!r} has no {kind} annotations (its task is {spec.task})")
 
     m = cfg.method
     _choice(m.name, METHODS, ("method", "name"), ctx, "method")
     registry = default_registry()
     _choice(m.template, registry.names(), ("method", "template"), ctx, "template")
     template_task = registry.get(m.template).task
-    if template_task != cfg.task:
+    if template_task != cfg.task and m.name != "dspy":  # DSPy writes its own prompts
         raise ctx.error(("method", "template"), f"template {m.template!r} is for task {template_task!r}, "
                                                 f"but task is {cfg.task!r}")
     for key in ("max_tokens", "batch_size", "max_prompt_tokens"):
@@ -630,6 +670,16 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
             if spec.adapter_path and not Path(spec.adapter_path).is_dir():
                 raise ctx.error(("method", "options", "members", f"[{i}]", "adapter_path"),
                                 f"adapter folder {spec.adapter_path} does not exist")
+    elif m.name == "dspy":
+        from openie.agent.options import DSPyOptionsError, check_options
+
+        if cfg.demonstrations.k:
+            raise ctx.error(("demonstrations", "k"), "method dspy picks its own demonstrations (method options "
+                                                     "knn_k, retriever, pool): use k: 0 (or none)")
+        try:
+            check_options(m.options, task=cfg.task, default_pool=method_default_pool(cfg))
+        except DSPyOptionsError as err:
+            raise ctx.error(("method", "options", *((err.key,) if err.key else ())), err.reason) from None
     elif m.options:
         raise ctx.error(("method", "options"), f"method {m.name!r} takes no options")
     if m.name != "el4ner" and registry.get(m.template).format.startswith("el4ner"):
@@ -699,6 +749,8 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
         raise ctx.error(("schema",), "the schema has no entity types")
     if cfg.task == "re" and not schema.relation_labels:
         raise ctx.error(("schema",), "the schema has no relation types")
+    if cfg.task == "ee" and not schema.event_labels:
+        raise ctx.error(("schema",), "the schema has no event types")
     if cfg.data_root is not None and not Path(cfg.data_root).is_dir():
         raise ctx.error(("data_root",), f"{cfg.data_root} is not a directory")
     if cfg.name is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", cfg.name):

@@ -53,7 +53,7 @@ from openie.records import Event, Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
 
-METHODS = ("icl", "ruie", "gliner", "baner", "retrieveall", "el4ner")
+METHODS = ("icl", "ruie", "gliner", "baner", "retrieveall", "el4ner", "dspy")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
 INDEX_EVERY = 1024  # a byte offset is kept every this many valid records (Ray workers seek to them)
 CONFIG_VERSION = 1
@@ -662,7 +662,9 @@ def extract_file(
     ``method="ruie"`` is in-context extraction with a fitted RUIE work folder (``retriever_path``)
     as the retriever; its pool defaults to the one it was trained on. ``method="gliner"`` runs a
     GLiNER checkpoint (``method_options``: ``model``, ``threshold``, ``labels`` name|description,
-    ``nested``) over the schema's entity types: no LLM, no template, no demonstrations. ``engine`` injects a built engine
+    ``nested``) over the schema's entity types: no LLM, no template, no demonstrations. ``method="dspy"``
+    runs a DSPy program (``method_options``: :data:`openie.agent.options.OPTIONS`) on the engine;
+    ``demonstrations`` is then its pool and ``k`` its ``knn_k``. ``engine`` injects a built engine
     (its ``model_id`` is recorded as the model; ``cache`` then wraps it); ``engine_factory`` builds one per process
     (needed with Ray); otherwise ``create_engine(backend, model, adapters, cache=cache,
     **engine_options)``. ``limit`` extracts the first N valid records. ``ray_address`` (``"local"``
@@ -749,6 +751,26 @@ def extract_file(
             raise ExtractError(str(err)) from None
         if builder.task != "ner":
             raise ExtractError(f"method 'el4ner' extracts entities; the schema's task is {builder.task!r}")
+    elif method == "dspy":
+        from openie.agent.options import DSPyOptionsError, check_options, option_fingerprints
+        from openie.experiments.config import map_dspy_paths
+
+        if retriever != "random" or retriever_path is not None or rerank is not None or ray_address is not None:
+            raise ExtractError("method 'dspy' picks its own demonstrations (method options retriever=bm25|bm25s|dense|"
+                               "saved:PATH, knn_k; --demos is its pool, --k its knn_k) and runs no Ray")
+        method_options = dict(method_options or {})
+        if demonstrations is not None:  # --demos is the pool, --k the kNN demonstrations per record
+            method_options.setdefault("pool", demonstrations)
+            method_options.setdefault("knn_k", k)
+            demonstrations = None
+        method_options = map_dspy_paths(method_options, lambda p: str(Path(p).expanduser().resolve())
+                                        if Path(p).expanduser().exists() else p, local=lambda p: True, pools=True)
+        try:
+            dspy_options = check_options(method_options, task=method_options.get("task") or (
+                builder.task if builder.task in ("ner", "re") else "ner"))
+            dspy_fingerprints = option_fingerprints(dspy_options)
+        except DSPyOptionsError as err:
+            raise ExtractError(str(err)) from None
     elif method_options:
         raise ExtractError(f"method {method!r} takes no method options (got {sorted(method_options)})")
     if method == "ruie":
@@ -821,6 +843,10 @@ def extract_file(
         config.update(method_options={"config": retrieveall_config.config_file,
                                       "mode": (method_options or {}).get("mode", "routed"),
                                       "run": retrieveall_config.output})
+    if method == "dspy":  # DSPy writes the prompts: its options and the contents of what they name
+        config.update(task=dspy_options["task"], template=None, constrained=None,
+                      max_tokens=dspy_options["max_tokens"] or max_tokens,
+                      method_options={**dspy_options, "fingerprints": dspy_fingerprints})
     if gliner_extractor is not None:  # no LLM: the encoder's identity replaces the engine's
         config.update(template=None, backend=None, model=None, adapters={}, max_tokens=None, constrained=None,
                       method_options=gliner_extractor.describe())
@@ -852,7 +878,7 @@ def extract_file(
         summary = ExtractSummary(str(output), input_records=scan.total, malformed_lines=scan.malformed,
                                  gold_labels_outside_schema=outside,
                                  errors_path=str(errors) if scan.malformed else None)
-        score_relations = builder.task == "re" and scan.relations > 0
+        score_relations = config["task"] == "re" and scan.relations > 0
         tally = _Tally(resolved_schema, score_relations, summary)
         state = {"config": config, "status": "running", "limit": limit, "input_records": scan.total,
                  "malformed_lines": scan.malformed}
@@ -909,6 +935,17 @@ def extract_file(
                                 build_members(el4ner_specs, member_engine), resolved_schema, method_options,
                                 data_root=data_root, batch_size=batch_size, show_progress=show_progress,
                                 span_cache=output.parent / f"{output.name}.el4ner-pool-spans.jsonl")
+                        except ValueError as err:
+                            raise ExtractError(str(err)) from None
+                    elif method == "dspy":
+                        from openie.agent.options import from_options
+
+                        if engine is None:
+                            owned = spec.build_engine()
+                        try:
+                            extractor = from_options(engine or owned, resolved_schema, dspy_options,
+                                                     data_root=data_root, adapter=adapter, max_tokens=max_tokens,
+                                                     batch_size=batch_size)
                         except ValueError as err:
                             raise ExtractError(str(err)) from None
                     elif method == "baner":

@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from openie.engines.base import Engine
-from openie.experiments.config import EngineConfig, ExperimentConfig
+from openie.experiments.config import EngineConfig, ExperimentConfig, method_default_pool
 from openie.experiments.extract import model_input
 from openie.experiments.grid import Cell, load_config
 from openie.methods.demonstrations import demonstration_selector as selector_from_spec
@@ -210,7 +210,7 @@ def summarize(gold: Sequence[Record], preds: Sequence[Record], task: str) -> tup
     from openie.metrics import evaluate
 
     report = evaluate(gold, preds, tasks=[task])
-    main = report.scores.get(f"{task}.strict")
+    main = report.scores.get(f"{task}.strict", report.scores.get(f"{task}.argument_classification"))  # ee: Arg-C
     boundary = report.scores.get(f"{task}.boundary")
     partial = report.scores.get(f"{task}.partial")
     problems = [len(p.meta.get("parse_problems", [])) for p in preds]
@@ -321,6 +321,12 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
 
         extractor = BANERExtractor.from_options(engine, cfg.load_schema(), m.options, adapter=cfg.engine.adapter,
                                                 model=cfg.engine.model, data_root=cfg.data_root, template=m.template)
+    elif m.name == "dspy":
+        from openie.agent.options import from_options
+
+        extractor = from_options(engine, cfg.load_schema(), m.options, task=cfg.task,  # type: ignore[arg-type]
+                                 default_pool=method_default_pool(cfg), data_root=cfg.data_root,
+                                 adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size)
     elif m.name == "el4ner":
         extractor = el4ner_extractor(cfg, engine, cell_dir.parent / "el4ner-pool-spans.jsonl",
                                      member_engine or (lambda ec: create_cell_engine(ec, cfg.cache_path)))
@@ -360,7 +366,8 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
     _write_json(timing_path, timing)
     _write_json(metrics_path, {
         "experiment": cfg.experiment_name, "cell": cell.name, "values": cell.values,
-        "config_hash": cfg.config_hash(), "fingerprint": fingerprint, "template_version": builder.version,
+        "config_hash": cfg.config_hash(), "fingerprint": fingerprint,
+        "template_version": None if m.name == "dspy" else builder.version,
         "summary": summary, "seconds": timing["extract_seconds"], "scores": scores,
     })
     return CellOutcome(cell.name, cell_dir, "finished", summary)
