@@ -744,6 +744,11 @@ def extract_file(
             method_options.setdefault("pool", demonstrations)
             method_options.setdefault("k", k)
             demonstrations = None
+        pools = method_options.get("pool")  # records files by absolute path: the sidecar must name the same file
+        if isinstance(pools, str | list):
+            resolved = [str(Path(p).resolve()) if isinstance(p, str) and Path(p).is_file() else p
+                        for p in ([pools] if isinstance(pools, str) else pools)]
+            method_options["pool"] = resolved[0] if isinstance(pools, str) else resolved
         try:
             el4ner_stages, el4ner_run = split_options(method_options)
             el4ner_specs = member_specs(el4ner_run["members"], model=model, adapter=adapter, backend=backend)

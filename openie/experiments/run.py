@@ -264,7 +264,7 @@ def el4ner_extractor(cfg: ExperimentConfig, engine: Engine | None, span_cache: P
     m = cfg.method
     members = build_members(member_specs(m.options.get("members"), model=cfg.engine.model,
                                          adapter=cfg.engine.adapter), make_engine)
-    return EL4NERExtractor.from_options(members, cfg.load_schema(), m.options, default_pool=f"{cfg.dataset}:train",
+    return EL4NERExtractor.from_options(members, cfg.load_schema(), m.options, default_pool=method_default_pool(cfg),
                                         data_root=cfg.data_root, span_cache=span_cache, batch_size=m.batch_size)
 
 
