@@ -47,14 +47,23 @@ def predict(signature, text: str, reply: str) -> tuple[dspy.Prediction, Scripted
 def test_signature_instructions_describe_every_type_and_the_output_is_typed():
     sig = openie_signature(SCHEMA, "ner")
     assert list(sig.input_fields) == ["text"] and list(sig.output_fields) == ["entities"]
-    assert sig.output_fields["entities"].annotation == list[EntityItem]
+    (item,) = sig.output_fields["entities"].annotation.__args__
+    assert issubclass(item, EntityItem)
+    assert item.model_json_schema()["properties"]["type"]["enum"] == ["person", "location", "organization"]
+    assert item(text="Ada", type="planet").type == "planet"  # the enum guides the model; validation stays per item
     assert sig.instructions.splitlines()[-4:] == ["Entity types:", "- person: a human being", "- location: a place",
                                                   "- organization"]
     re_sig = openie_signature(SCHEMA, "re")
-    assert re_sig.output_fields["relations"].annotation == list[RelationItem]
+    (rel,) = re_sig.output_fields["relations"].annotation.__args__
+    assert issubclass(rel, RelationItem)
+    props = rel.model_json_schema()["properties"]
+    assert props["type"]["enum"] == ["lives_in", "works_for"] and props["head_type"]["enum"] == SCHEMA.entity_labels
     assert "- lives_in (head: person; tail: location): where someone lives" in re_sig.instructions
     ee_sig = openie_signature(SCHEMA, "ee")
-    assert ee_sig.output_fields["events"].annotation == list[EventItem]
+    (event,) = ee_sig.output_fields["events"].annotation.__args__
+    assert issubclass(event, EventItem)
+    defs = event.model_json_schema()["$defs"]
+    assert defs["ArgumentItem"]["properties"]["role"]["enum"] == ["destination", "traveller"]
     assert "- travel (roles: traveller, destination): someone goes somewhere" in ee_sig.instructions
     assert "  - traveller: who travels" in ee_sig.instructions
     assert openie_signature(SCHEMA, "ner", instructions="Find names.").instructions == "Find names."

@@ -16,6 +16,7 @@ from openie.agent.tools import (
     as_dspy_tools,
 )
 from openie.agent.trace import traced
+from openie.records import Record
 from openie.schema import Schema
 from openie.testing import toy_pool
 from retrievers.bm25 import BM25Retriever
@@ -108,8 +109,19 @@ def test_similar_mentions_tool_finds_typed_mentions_in_other_documents(ner_retri
         assert got["context"] == doc.text[max(0, s - 10):e + 10]
     with pytest.raises(AgentToolError, match="needs a description"):
         tool(own.text, description=" ")
-    with pytest.raises(AgentToolError, match="not given here"):
-        SimilarMentionsTool(ner_retriever, POOL[:3])
+    with pytest.raises(AgentToolError, match="none of the 12 documents the NER Retriever indexed are given here"):
+        SimilarMentionsTool(ner_retriever, [Record("other", "Lima .")])
+
+
+def test_similar_mentions_shows_only_the_pools_part_of_a_larger_index(ner_retriever):
+    part = POOL[::2]  # the index holds all 12 documents; this run's pool is 6 of them
+    tool = SimilarMentionsTool(ner_retriever, part, k=3)
+    out = json.loads(tool(QUERY, description="a city"))
+    texts = {r.text for r in part}
+    assert len(out) == 3 and all(any(hit["context"] in t for t in texts) for hit in out)
+    inside = [h for h in ner_retriever.search("a city", 12) if h.doc_id in {r.id for r in part}][:3]
+    assert [o["mention"] for o in out] == [next(r for r in part if r.id == h.doc_id).text[slice(*h.mention)]
+                                          for h in inside]
 
 
 def test_dspy_tools_are_bound_to_the_traced_input_and_log_every_call(bm25, gliner):

@@ -33,3 +33,23 @@ def test_chat_template_models_get_messages():
         dspy.Predict("question -> answer")(question="Q?")
     req = eng.calls[-1]
     assert req.messages is not None and req.messages[0]["role"] == "system" and req.adapter is None
+
+
+def test_response_format_becomes_the_engines_json_schema_unless_structured_is_off():
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    reply = '{"answer": "Paris"}'
+    eng = ScriptedEngine(lambda r: reply)
+    lm = openie_lm(eng)
+    assert lm.supports_response_schema and "response_format" in lm.supported_params
+    lm(messages=[{"role": "user", "content": "Q?"}], response_format={"type": "json_schema", "json_schema": {"name": "A", "schema": schema}})
+    assert eng.calls[-1].json_schema == schema
+    lm(messages=[{"role": "user", "content": "Q?"}], response_format={"type": "json_object"})
+    assert eng.calls[-1].json_schema == {"type": "object"}
+    lm("Q?")
+    assert eng.calls[-1].json_schema is None
+
+    plain = openie_lm(eng, structured=False)
+    assert not plain.supports_response_schema and "response_format" not in plain.supported_params
+    with dspy.context(lm=plain, adapter=dspy.JSONAdapter()):
+        assert dspy.Predict("question -> answer")(question="Q?").answer == "Paris"
+    assert eng.calls[-1].json_schema is None

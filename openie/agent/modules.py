@@ -25,6 +25,7 @@ import dspy
 from dspy.utils.exceptions import DSPyError, LMError
 
 from openie.agent.selectors import KNNFewShotProgram, RetrieverKNN
+from openie.agent.structured import MAX_TEXT_CHARS, ConstrainedJSONAdapter
 from openie.agent.signatures import INPUT_FIELD, check_task, openie_signature, prediction_to_record
 from openie.agent.tools import AgentTool, as_dspy_tools
 from openie.agent.trace import traced
@@ -39,7 +40,8 @@ from prompts.formats import ParseProblem, ParseResult
 from retrievers.base import Retriever
 
 PROGRAM_KINDS = ("predict", "chain_of_thought", "agent")
-DSPY_ADAPTERS = ("chat", "chat_only", "json")  # chat_only: no second, JSON-mode call when a chat answer fails to parse
+#: chat_only: no second, JSON-mode call when a chat answer fails to parse; json: decoded under the output schema
+DSPY_ADAPTERS = ("chat", "chat_only", "json")
 PROGRAM_FILE = "program.json"
 SPEC_FILE = "spec.json"
 
@@ -212,14 +214,20 @@ class AgentStats(ExtractionStats):
         return self.tool_calls / self.records if self.records else 0.0
 
 
-def dspy_adapter(name: str) -> Any:
-    """DSPy's adapter by name: ``chat`` (DSPy's default, retries a failed parse in JSON mode), ``chat_only``, ``json``."""
+def dspy_adapter(name: str, max_text_chars: int | None = MAX_TEXT_CHARS) -> Any:
+    """A DSPy adapter by name.
+
+    ``chat`` is DSPy's default (field markers; a failed parse is retried in JSON mode), ``chat_only``
+    the same without the retry, ``json`` JSON decoded under the output fields' schema
+    (:class:`~openie.agent.structured.ConstrainedJSONAdapter`, free-text fields at most
+    ``max_text_chars`` characters).
+    """
     if name == "chat":
         return dspy.ChatAdapter()
     if name == "chat_only":
         return dspy.ChatAdapter(use_json_adapter_fallback=False)
     if name == "json":
-        return dspy.JSONAdapter()
+        return ConstrainedJSONAdapter(max_text_chars)
     raise UnknownNameError("DSPy adapter", name, list(DSPY_ADAPTERS))
 
 
@@ -228,7 +236,7 @@ class DSPyExtractor:
     """Runs a DSPy program over records through an openie engine; one grounded prediction per record.
 
     ``adapter`` is the engine's LoRA adapter; ``dspy_adapter`` how DSPy formats prompts and reads
-    answers. ``max_words_per_chunk`` cuts long texts into overlapping chunks (merged back with
+    answers (``max_text_chars`` bounds free-text fields under ``json``). ``max_words_per_chunk`` cuts long texts into overlapping chunks (merged back with
     global offsets). ``demonstrations`` stays None: a kNN program reports its own (``demo_ids``).
     """
 
@@ -239,6 +247,7 @@ class DSPyExtractor:
     adapter: str | None = None
     max_tokens: int = 512
     dspy_adapter: str = "chat"
+    max_text_chars: int | None = MAX_TEXT_CHARS
     batch_size: int = 8
     max_words_per_chunk: int | None = None
     chunk_overlap_words: int = 32
@@ -251,18 +260,25 @@ class DSPyExtractor:
     def __post_init__(self) -> None:
         check_task(self.task)
         self.name = self.name or program_kind(self.program)
-        self._adapter = dspy_adapter(self.dspy_adapter)
+        self.dspy_adapter_obj = dspy_adapter(self.dspy_adapter, self.max_text_chars)
         self._metered = _MeteredEngine(self.engine)
         self.lm = openie_lm(self._metered, self.adapter, max_tokens=self.max_tokens,
                             use_chat_template=self.use_chat_template)
         self._agent = _has_agent(self.program)
+
+    @property
+    def lm_calls(self) -> int:
+        """LM calls made through this extractor so far, extracting and compiling."""
+        return self._metered.prompts
 
     def describe(self) -> dict[str, Any]:
         """What changes this extractor's outputs (recorded with every run)."""
         d: dict[str, Any] = {
             "program": self.name, "task": self.task, "state": program_state_digest(self.program),
             "demos": {n: len(p.demos) for n, p in self.program.named_predictors()},
-            "dspy_adapter": self.dspy_adapter, "adapter": self.adapter, "max_tokens": self.max_tokens,
+            "dspy_adapter": self.dspy_adapter, **({"max_text_chars": self.max_text_chars}
+                                                  if self.dspy_adapter == "json" else {}),
+            "adapter": self.adapter, "max_tokens": self.max_tokens,
             "engine": getattr(self.engine, "model_id", type(self.engine).__name__),
             "max_words_per_chunk": self.max_words_per_chunk,
         }
@@ -302,7 +318,7 @@ class DSPyExtractor:
         before = (m.prompts, m.prompt_tokens, m.completion_tokens)
         error: Exception | None = None
         prediction = None
-        with traced(unit.text) as trace, dspy.context(lm=self.lm, adapter=self._adapter):
+        with traced(unit.text) as trace, dspy.context(lm=self.lm, adapter=self.dspy_adapter_obj):
             try:
                 prediction = self.program(**{INPUT_FIELD: unit.text})
             except (LMError, EngineError):  # the engine failed, not the model's answer: stop the run

@@ -26,10 +26,19 @@ Options (defaults in :data:`OPTIONS`):
   run's (an experiment: its dataset's train split; ``openie extract``: ``--demos``).
 * ``knn_k``: demonstrations per input chosen by ``retriever`` (0: none).
 * ``max_iters``: the agent's steps at most.
-* ``dspy_adapter``: ``chat`` | ``chat_only`` | ``json`` (how DSPy formats prompts and reads answers).
+* ``dspy_adapter``: ``chat`` | ``chat_only`` | ``json`` (how DSPy formats prompts and reads answers;
+  ``json`` decodes every answer under the output fields' JSON schema, labels and tool names as enums).
+* ``max_text_chars``: under ``json``, the characters a free-text field (a reasoning, a thought) may take.
 * ``compiled``: a folder written by :func:`~openie.agent.modules.save_program` (an optimised
   program): loaded instead of built; ``program``, ``knn_k`` and ``max_iters`` come from it, its
   tools default to those it was saved with.
+* ``optimize``: compile the program before extracting, a mapping: ``optimizer`` (``bootstrap``
+  (default) | ``mipro``), ``train`` (``NAME:SPLIT`` or records file(s); default ``pool``),
+  ``n_train`` (a seeded sample of that many training records; default 16), ``seed``, and the
+  optimiser's own options (:data:`~openie.agent.optimizers.BOOTSTRAP_OPTIONS`,
+  :data:`~openie.agent.optimizers.MIPRO_OPTIONS`). The compiled program is saved in the run's
+  work folder with ``openie_compile.json`` (training ids, LM calls, seconds) and reloaded by a
+  re-run with the same options; ``compiled`` then points other runs at it.
 * ``max_tokens``: generated tokens per LM call; default the run's.
 * ``task``: ``ner`` | ``re`` | ``ee``; default the run's (an experiment's ``task``).
 """
@@ -39,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import asdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,15 +62,18 @@ from openie.agent.modules import (
     ProgramError,
     ProgramSpec,
     load_program,
+    program_state_digest,
+    save_program,
 )
 from openie.agent.signatures import TASKS
+from openie.agent.structured import MAX_TEXT_CHARS
 from openie.engines.base import Engine
 from openie.records import Record
 from openie.schema import Schema
 
 OPTIONS: dict[str, Any] = {"program": "predict", "tools": None, "gliner": None, "ner_retriever": None,
                            "retriever": "bm25", "pool": None, "knn_k": 0, "max_iters": 5, "dspy_adapter": "chat",
-                           "compiled": None, "max_tokens": None, "task": None}
+                           "max_text_chars": MAX_TEXT_CHARS, "compiled": None, "optimize": None, "max_tokens": None, "task": None}
 TOOL_NAMES = ("type_descriptions", "propose_spans", "similar_mentions", "retrieve_demonstrations")
 RETRIEVERS = ("bm25", "bm25s", "dense")  # or saved:PATH
 SAVED_PREFIX = "saved:"
@@ -150,12 +163,19 @@ def check_options(options: Mapping[str, Any], *, task: str | None = None,
         o.update(structure)
         saved_tools = list(saved.get("tools", []))
 
+    if o["optimize"] is not None:
+        if o["compiled"] is not None:
+            raise DSPyOptionsError("a compiled program is not compiled again: give compiled or optimize", "optimize")
+        o["optimize"] = _optimize_options(o["optimize"])
+
     if o["program"] not in PROGRAM_KINDS:
         raise DSPyOptionsError(f"unknown program {o['program']!r}; choose one of {', '.join(PROGRAM_KINDS)}", "program")
     _int(o, "knn_k", 0)
     _int(o, "max_iters", 1)
     if o["max_tokens"] is not None:
         _int(o, "max_tokens", 1)
+    if o["max_text_chars"] is not None:
+        _int(o, "max_text_chars", 1)
     if o["dspy_adapter"] not in DSPY_ADAPTERS:
         raise DSPyOptionsError(f"unknown DSPy adapter {o['dspy_adapter']!r}; choose one of "
                                f"{', '.join(DSPY_ADAPTERS)}", "dspy_adapter")
@@ -219,8 +239,48 @@ def check_options(options: Mapping[str, Any], *, task: str | None = None,
                                f"got {tools}", "tools")
     if o["knn_k"] and not demo_source:
         raise DSPyOptionsError("kNN demonstrations need a pool (or retriever: saved:PATH)", "knn_k")
+    if o["optimize"] is not None:
+        if o["knn_k"]:
+            raise DSPyOptionsError("optimize and knn_k both choose the demonstrations: give one of them", "optimize")
+        if o["optimize"]["train"] is None:
+            if o["pool"] is None:
+                raise DSPyOptionsError("optimize needs training records: give optimize.train or a pool", "optimize")
+            o["optimize"]["train"] = list(o["pool"])
+        else:
+            try:
+                o["optimize"]["train"] = _pool_sources(o["optimize"]["train"])
+            except DSPyOptionsError as err:
+                raise DSPyOptionsError(err.reason, "optimize.train") from None
     o["tools"] = tools
     return o
+
+
+OPTIMIZE_DEFAULTS: dict[str, Any] = {"optimizer": "bootstrap", "train": None, "n_train": 16, "seed": 0}
+
+
+def _optimize_options(value: Any) -> dict[str, Any]:
+    """``optimize`` checked: its own keys and the chosen optimiser's (defaults filled in)."""
+    from openie.agent.optimizers import BOOTSTRAP_OPTIONS, MIPRO_OPTIONS, OPTIMIZERS
+
+    if value is True:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise DSPyOptionsError(f"expected a mapping (optimizer, train, n_train, seed, ...), got {value!r}", "optimize")
+    o = {**OPTIMIZE_DEFAULTS, **value}
+    if o["optimizer"] not in OPTIMIZERS:
+        raise DSPyOptionsError(f"unknown optimizer {o['optimizer']!r}; choose one of {', '.join(OPTIMIZERS)}",
+                               "optimize.optimizer")
+    own = BOOTSTRAP_OPTIONS if o["optimizer"] == "bootstrap" else MIPRO_OPTIONS
+    unknown = sorted(set(o) - set(OPTIMIZE_DEFAULTS) - set(own))
+    if unknown:
+        raise DSPyOptionsError(f"unknown keys {unknown}; known: {sorted(set(OPTIMIZE_DEFAULTS) | set(own))}",
+                               "optimize")
+    for key in ("n_train", "seed"):
+        try:
+            _int(o, key, 1 if key == "n_train" else 0)
+        except DSPyOptionsError as err:
+            raise DSPyOptionsError(err.reason, f"optimize.{key}") from None
+    return {**{k: v for k, v in own.items()}, **o}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,12 +352,14 @@ def _demonstration_retriever(o: Mapping[str, Any], pool: list[Record] | None, da
 def from_options(engine: Engine, schema: Schema, options: Mapping[str, Any], *, task: str | None = None,
                  default_pool: str | Sequence[str] | None = None, data_root: str | None = None,
                  adapter: str | None = None, max_tokens: int = 512, batch_size: int = 8,
-                 show_progress: bool = False) -> DSPyExtractor:
+                 show_progress: bool = False, workdir: str | Path | None = None) -> DSPyExtractor:
     """A :class:`DSPyExtractor` over ``engine`` from ``options`` (:data:`OPTIONS`, checked by :func:`check_options`).
 
     ``adapter`` is the engine's LoRA adapter, ``max_tokens`` the run's limit (the option
     ``max_tokens`` overrides it). Models and indexes load here: GLiNER for ``propose_spans``, the
-    NER Retriever for ``similar_mentions``, the pool and its retriever for demonstrations.
+    NER Retriever for ``similar_mentions``, the pool and its retriever for demonstrations. With
+    ``optimize`` the program is compiled here, on the engine, and saved under ``workdir``
+    (:data:`COMPILED_DIR`; without a workdir it is compiled and kept in memory only).
     """
     from openie.agent.tools import DemonstrationTool, SimilarMentionsTool, SpanProposalTool, TypeDescriptionsTool
 
@@ -344,10 +406,65 @@ def from_options(engine: Engine, schema: Schema, options: Mapping[str, Any], *, 
     else:
         spec = ProgramSpec(o["program"], task, max_iters=o["max_iters"], knn_k=o["knn_k"])
         program = spec.build(schema, tools=tools, retriever=knn)
-    return DSPyExtractor(program, engine, schema, task=task, adapter=adapter,
-                         max_tokens=o["max_tokens"] or max_tokens, dspy_adapter=o["dspy_adapter"],
-                         batch_size=batch_size, show_progress=show_progress)
+    extractor = DSPyExtractor(program, engine, schema, task=task, adapter=adapter,
+                              max_tokens=o["max_tokens"] or max_tokens, dspy_adapter=o["dspy_adapter"],
+                              max_text_chars=o["max_text_chars"], batch_size=batch_size, show_progress=show_progress)
+    if o["optimize"] is not None:
+        compile_extractor(extractor, spec, o["optimize"], tools=tools, retriever=knn, data_root=data_root,
+                          workdir=workdir)
+    return extractor
 
 
-__all__ = ["OPTIONS", "RETRIEVERS", "TOOL_NAMES", "DSPyOptionsError", "check_options", "folder_fingerprint",
-           "from_options", "option_fingerprints", "saved_spec", "uses_retriever"]
+#: where :func:`compile_extractor` keeps a compiled program inside a run's work folder
+COMPILED_DIR = "compiled_program"
+COMPILE_FILE = "openie_compile.json"
+
+
+def compile_extractor(extractor: DSPyExtractor, spec: ProgramSpec, optimize: Mapping[str, Any], *,
+                      tools: Sequence[Any] = (), retriever: Any = None, data_root: str | None = None,
+                      workdir: str | Path | None = None) -> dict[str, Any]:
+    """Compile ``extractor.program`` in place with DSPy's optimiser on a seeded sample of training records.
+
+    The optimiser calls the extractor's own LM and adapter, so it goes through the same engine
+    and cache as extraction. Under ``workdir`` the compiled program is saved with
+    ``openie_compile.json`` (what it was compiled from, LM calls, seconds); a later call with the
+    same configuration loads it instead of compiling again. Returns that record.
+    """
+    import random
+    import time
+
+    from openie.agent.optimizers import optimize_program
+    from openie.methods.demonstrations import load_pool_sources
+
+    task = extractor.task
+    train_all = load_pool_sources(optimize["train"], task, data_root)
+    if not train_all:
+        raise DSPyOptionsError(f"{optimize['train']} holds no records for task {task!r}", "optimize.train")
+    train = random.Random(optimize["seed"]).sample(train_all, min(optimize["n_train"], len(train_all)))
+    own = {k: v for k, v in optimize.items() if k not in OPTIMIZE_DEFAULTS}
+    config = {"optimizer": optimize["optimizer"], "options": own, "seed": optimize["seed"],
+              "train": list(optimize["train"]), "train_ids": [r.id for r in train], "spec": asdict(spec),
+              "program": program_state_digest(extractor.program), "engine": getattr(extractor.engine, "model_id", None),
+              "adapter": extractor.adapter, "dspy_adapter": extractor.dspy_adapter,
+              "max_text_chars": extractor.max_text_chars, "max_tokens": extractor.max_tokens}
+    folder = Path(workdir) / COMPILED_DIR if workdir is not None else None
+    if folder is not None and (folder / COMPILE_FILE).is_file():
+        saved = json.loads((folder / COMPILE_FILE).read_text(encoding="utf-8"))
+        if saved.get("config") == json.loads(json.dumps(config)):
+            extractor.program = load_program(folder, tools=tools, retriever=retriever)[0]
+            return saved
+    calls, started = extractor.lm_calls, time.perf_counter()
+    extractor.program = optimize_program(extractor.program, train, schema=extractor.schema, lm=extractor.lm,
+                                         task=task, optimizer=optimize["optimizer"], adapter=extractor.dspy_adapter_obj,
+                                         seed=optimize["seed"], **own)
+    report = {"config": config, "lm_calls": extractor.lm_calls - calls,
+              "seconds": round(time.perf_counter() - started, 1),
+              "demos": {n: len(p.demos) for n, p in extractor.program.named_predictors()}}
+    if folder is not None:
+        save_program(extractor.program, spec, extractor.schema, folder)
+        (folder / COMPILE_FILE).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    return report
+
+
+__all__ = ["COMPILED_DIR", "OPTIONS", "RETRIEVERS", "TOOL_NAMES", "DSPyOptionsError", "check_options",
+           "compile_extractor", "folder_fingerprint", "from_options", "option_fingerprints", "saved_spec", "uses_retriever"]

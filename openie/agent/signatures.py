@@ -7,7 +7,8 @@ a JSON schema and parse back.
 
 The items' fields are plain strings with defaults, on purpose: a ``Literal`` of the schema's
 labels would make DSPy reject the *whole* output for one stray label, and a required field the
-whole list for one incomplete item. Validation happens here instead, item by item, like every
+whole list for one incomplete item. The labels reach the model as a JSON-schema ``enum`` instead
+(:func:`item_type`), which constrained decoding enforces. Validation happens here instead, item by item, like every
 openie parser: :func:`prediction_to_record` grounds each span to character offsets
 (``openie.grounding``), keeps what is valid and records the rest (unknown labels, spans not in
 the input, broken items) as ``parse_problems`` in the record's meta. It never raises.
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import dspy
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from openie.errors import SchemaError, UnknownNameError
 from openie.grounding import ground_all
@@ -71,6 +72,43 @@ class EventItem(BaseModel):
 
 
 ITEM_TYPES: dict[str, type[BaseModel]] = {"ner": EntityItem, "re": RelationItem, "ee": EventItem}
+
+
+#: the characters a mention (entity, head, tail, trigger, argument) may take in the output schema
+MAX_MENTION_CHARS = 120
+
+
+def _enum(labels: list[str]) -> Any:
+    return Field("", json_schema_extra={"enum": list(labels)}) if labels else ""
+
+
+def _mention() -> Any:
+    return Field("", json_schema_extra={"minLength": 1, "maxLength": MAX_MENTION_CHARS})
+
+
+def item_type(schema: Schema, task: str) -> type[BaseModel]:
+    """The output item of ``task`` for ``schema``: label fields list the schema's labels as a JSON-schema enum.
+
+    Mention fields are 1 to :data:`MAX_MENTION_CHARS` characters in the schema.
+    The enum is in the schema the model is shown (and decoded under, with
+    :class:`~openie.agent.structured.ConstrainedJSONAdapter`); validation still takes any string,
+    so a stray label costs that item only (:func:`prediction_to_record` reports it).
+    """
+    check_task(task)
+    base = ITEM_TYPES[task]
+    if task == "ner":
+        fields = {"text": (str, _mention()), "type": (str, _enum(schema.entity_labels))}
+    elif task == "re":
+        fields = {"head": (str, _mention()), "head_type": (str, _enum(schema.entity_labels)),
+                  "type": (str, _enum(schema.relation_labels)), "tail": (str, _mention()),
+                  "tail_type": (str, _enum(schema.entity_labels))}
+    else:
+        roles = sorted({r.name for e in schema.event_types for r in e.roles})
+        argument = create_model("ArgumentItem", __base__=ArgumentItem, __doc__=ArgumentItem.__doc__,
+                                role=(str, _enum(roles)), text=(str, _mention()))
+        fields = {"trigger": (str, _mention()), "type": (str, _enum(schema.event_labels)),
+                  "arguments": (list[argument], [])}  # type: ignore[valid-type]
+    return create_model(base.__name__, __base__=base, __doc__=base.__doc__, **fields)  # type: ignore[call-overload]
 
 
 def check_task(task: str) -> str:
@@ -153,7 +191,8 @@ def openie_signature(schema: Schema, task: str = "ner", *, instructions: str | N
     check_task(task)
     fields = {
         INPUT_FIELD: (str, dspy.InputField(desc="the input text")),
-        OUTPUT_FIELDS[task]: (list[ITEM_TYPES[task]], dspy.OutputField(desc=_output_desc(schema, task))),
+        OUTPUT_FIELDS[task]: (list[item_type(schema, task)],  # type: ignore[misc]
+                              dspy.OutputField(desc=_output_desc(schema, task))),
     }
     name = {"ner": "EntityExtraction", "re": "RelationExtraction", "ee": "EventExtraction"}[task]
     return dspy.make_signature(fields, instructions or schema_instructions(schema, task), signature_name=name)
@@ -361,7 +400,7 @@ def prediction_to_record(prediction: Any, record: Record, schema: Schema, task: 
 
 
 __all__ = [
-    "INPUT_FIELD", "ITEM_TYPES", "OUTPUT_FIELDS", "TASKS", "ArgumentItem", "EntityItem", "EventItem", "RelationItem",
-    "check_task", "example_from_record", "gold_output", "openie_signature", "parse_prediction", "prediction_to_record",
+    "INPUT_FIELD", "ITEM_TYPES", "MAX_MENTION_CHARS", "OUTPUT_FIELDS", "TASKS", "ArgumentItem", "EntityItem", "EventItem", "RelationItem",
+    "check_task", "example_from_record", "gold_output", "item_type", "openie_signature", "parse_prediction", "prediction_to_record",
     "schema_instructions", "type_descriptions",
 ]

@@ -92,20 +92,28 @@ class SimilarMentionsTool(_SharedTool):
     args = {"description": {"type": "string", "description": "a short description of an entity type, e.g. \"a city\""}}
 
     def __init__(self, retriever: Any, documents: Sequence[Record], *, k: int = 3, context_chars: int = 60):
+        """``documents`` are the run's pool: mentions of indexed documents outside it are never shown.
+
+        One index over a whole corpus can so serve runs on each of its parts.
+        """
         if retriever.index is None:
             raise AgentToolError("the NER Retriever has no index: call index_records on the documents first")
         self.retriever, self.k, self.context_chars = retriever, k, context_chars
         self.documents = {r.id: r for r in documents}
-        missing = sorted(retriever.index.documents - set(self.documents))
-        if missing:
-            raise AgentToolError(f"the NER Retriever's index holds documents not given here: {missing[:5]}")
+        indexed = retriever.index.documents
+        shown = len(indexed & set(self.documents))
+        if not shown:
+            raise AgentToolError(f"none of the {len(indexed)} documents the NER Retriever indexed are given here "
+                                 f"(e.g. {sorted(indexed)[:3]})")
+        self._widen = -(-len(indexed) // shown)  # search this many times wider: hits outside the pool are dropped
 
     def __call__(self, text: str, description: str = "") -> str:
         if not str(description).strip():
             raise AgentToolError("similar_mentions needs a description of the entity type")
         own = duplicate_key(text)
-        hits = [h for h in self.retriever.search(str(description), self.k + 4)
-                if duplicate_key(self.documents[h.doc_id].text) != own][: self.k]  # never the input itself
+        candidates = self.retriever.search(str(description), (self.k + 4) * self._widen)
+        hits = [h for h in candidates if h.doc_id in self.documents
+                and duplicate_key(self.documents[h.doc_id].text) != own][: self.k]  # never the input itself
         out = []
         for hit in hits:
             doc = self.documents[hit.doc_id]

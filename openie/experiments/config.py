@@ -392,6 +392,11 @@ def map_dspy_paths(options: Mapping[str, Any], fn, *, local=_is_local_model, poo
     for key in ("ner_retriever", "compiled"):
         if isinstance(out.get(key), str):
             out[key] = fn(out[key])
+    optimize = out.get("optimize")
+    if isinstance(optimize, Mapping) and isinstance(optimize.get("train"), str | list):  # records files, as pools
+        train = [optimize["train"]] if isinstance(optimize["train"], str) else optimize["train"]
+        out["optimize"] = {**optimize, "train": [fn(p) if isinstance(p, str) and _is_file_pool(p) else p
+                                                 for p in train]}
     if isinstance(out.get("retriever"), str) and out["retriever"].startswith("saved:"):
         out["retriever"] = "saved:" + fn(out["retriever"][len("saved:"):])
     return out
@@ -679,7 +684,7 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
         try:
             check_options(m.options, task=cfg.task, default_pool=method_default_pool(cfg))
         except DSPyOptionsError as err:
-            raise ctx.error(("method", "options", *((err.key,) if err.key else ())), err.reason) from None
+            raise ctx.error(("method", "options", *(err.key.split(".") if err.key else ())), err.reason) from None
     elif m.options:
         raise ctx.error(("method", "options"), f"method {m.name!r} takes no options")
     if m.name != "el4ner" and registry.get(m.template).format.startswith("el4ner"):

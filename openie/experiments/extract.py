@@ -950,7 +950,8 @@ def extract_file(
                         try:
                             extractor = from_options(engine or owned, resolved_schema, dspy_options,
                                                      data_root=data_root, adapter=adapter, max_tokens=max_tokens,
-                                                     batch_size=batch_size)
+                                                     batch_size=batch_size,
+                                                     workdir=output.parent / f"{output.name}.dspy")
                         except ValueError as err:
                             raise ExtractError(str(err)) from None
                     elif method == "baner":

@@ -326,7 +326,8 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
 
         extractor = from_options(engine, cfg.load_schema(), m.options, task=cfg.task,  # type: ignore[arg-type]
                                  default_pool=method_default_pool(cfg), data_root=cfg.data_root,
-                                 adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size)
+                                 adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size,
+                                 workdir=cell_dir)
     elif m.name == "el4ner":
         extractor = el4ner_extractor(cfg, engine, cell_dir.parent / "el4ner-pool-spans.jsonl",
                                      member_engine or (lambda ec: create_cell_engine(ec, cfg.cache_path)))
