@@ -162,6 +162,50 @@ def test_a_failing_agent_keeps_the_tool_calls_it_made(bm25):
     assert pred.meta["parse_problems"][0]["detail"].startswith("the program failed")
 
 
+class SizedEngine(ScriptedEngine):
+    """A scripted engine that remembers how many requests each ``generate`` call carried."""
+
+    def __init__(self, outputs):
+        super().__init__(outputs)
+        self.sizes: list[int] = []
+
+    def generate(self, requests):
+        self.sizes.append(len(requests))
+        return super().generate(requests)
+
+
+PLANS = {"q1": [("type_descriptions", {}), ("finish", {})],
+         "q2": [("retrieve_demonstrations", {"query": ""}), ("type_descriptions", {}), ("finish", {})]}
+
+
+def planned_agent(request) -> str:
+    """Each record's own tool plan, step by step (the step is the number of observations so far)."""
+    rid = next(r.id for r in RECORDS if r.text == last_text(request.prompt))
+    if "`next_tool_name`" not in request.prompt:
+        return answer(reasoning=f"done {rid}", entities=entities(ANSWERS[rid]))
+    name, args = PLANS[rid][request.prompt.count("[[ ## observation_")]
+    return step(name, args)
+
+
+def test_records_of_a_batch_run_at_once_with_their_calls_batched_and_their_logs_apart(bm25):
+    tools = [TypeDescriptionsTool(SCHEMA), DemonstrationTool(bm25, k=1)]
+    runs = {}
+    for concurrent in (False, True):
+        engine = SizedEngine(planned_agent)
+        extractor = DSPyExtractor(ProgramSpec("agent", max_iters=4).build(SCHEMA, tools=tools), engine, SCHEMA,
+                                  concurrent=concurrent, show_progress=False)
+        extractor.batcher.max_wait_s = 30.0  # batches leave when every record in flight is waiting, never on time
+        runs[concurrent] = (extractor.extract_batch(RECORDS), engine, extractor.stats)
+    (seq, seq_engine, seq_stats), (con, con_engine, con_stats) = runs[False], runs[True]
+    assert [p.to_dict() for p in con] == [p.to_dict() for p in seq]
+    assert [c["name"] for c in con[0].meta["tool_calls"]] == ["type_descriptions"]
+    assert [c["name"] for c in con[1].meta["tool_calls"]] == ["retrieve_demonstrations", "type_descriptions"]
+    assert [p.meta["lm_calls"] for p in con] == [3, 4] and con[1].meta["reasoning"] == "done q2"
+    assert con_stats == seq_stats and con_stats.prompts == 7 and con_stats.tool_calls == 3
+    assert set(seq_engine.sizes) == {1} and con_engine.sizes == [2, 2, 2, 1]  # q2's last call: q1 is done
+    assert sorted(r.prompt for r in con_engine.calls) == sorted(r.prompt for r in seq_engine.calls)
+
+
 def test_long_texts_are_chunked_and_merged_at_global_offsets():
     text = "Anna visited Lima . Then Boris joined Nokia in 2001 ."
 

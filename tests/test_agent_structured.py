@@ -87,3 +87,14 @@ def test_a_random_model_writes_parseable_output_only_under_the_schema(tiny_engin
     free = DSPyExtractor(program, tiny_engine, SCHEMA, dspy_adapter="chat_only", max_tokens=96, show_progress=False)
     free.extract_batch([record])
     assert free.stats.failures == 1
+
+
+def test_demonstrations_are_written_as_the_grammar_writes_answers():
+    engine = ScriptedEngine(lambda r: '{"entities":[]}')
+    program = dspy.Predict(openie_signature(SCHEMA))
+    program.demos = [dspy.Example(text="Ada met Bo .", entities=[{"text": "Ada", "type": "person"}]).with_inputs("text")]
+    with dspy.context(lm=openie_lm(engine), adapter=ConstrainedJSONAdapter()):
+        program(text=TEXT)
+    prompt = engine.calls[-1].prompt
+    assert 'Assistant: {"entities":[{"text":"Ada","type":"person"}]}' in prompt
+    assert '{\n  "entities"' not in prompt

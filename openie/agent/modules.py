@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from openie.agent.trace import traced
 from openie.chunking import chunk_record, merge_chunks
 from openie.engines.base import Engine, EngineError
 from openie.engines.dspy_lm import openie_lm
+from openie.engines.microbatch import MicroBatchEngine
 from openie.errors import OpenIEError, UnknownNameError
 from openie.methods.icl import ExtractionStats, extract_in_batches
 from openie.records import Record
@@ -179,18 +183,30 @@ def load_program(path: str | Path, *, tools: Sequence[AgentTool] = (),
 # ---------------------------------------------------------------------------------------------
 
 
-class _MeteredEngine:
-    """Counts what DSPy asks of an engine (DSPy sends one request per call); everything else is the engine's."""
+#: (prompts, prompt tokens, completion tokens) of the program call in progress in this thread
+_CALL_USAGE: ContextVar[list[int] | None] = ContextVar("openie_dspy_call_usage", default=None)
 
-    def __init__(self, engine: Engine):
+
+class _MeteredEngine:
+    """Counts what DSPy asks of an engine, in all and per program call (each thread its own)."""
+
+    def __init__(self, engine: Any):
         self.engine = engine
         self.prompts = self.prompt_tokens = self.completion_tokens = 0
+        self._lock = threading.Lock()
 
     def generate(self, requests: Sequence[Any]) -> list[Any]:
         generations = self.engine.generate(requests)
-        self.prompts += len(generations)
-        self.prompt_tokens += sum(g.prompt_tokens for g in generations)
-        self.completion_tokens += sum(g.completion_tokens for g in generations)
+        used = (len(generations), sum(g.prompt_tokens for g in generations),
+                sum(g.completion_tokens for g in generations))
+        with self._lock:
+            self.prompts += used[0]
+            self.prompt_tokens += used[1]
+            self.completion_tokens += used[2]
+        call = _CALL_USAGE.get()
+        if call is not None:
+            for i, n in enumerate(used):
+                call[i] += n
         return generations
 
     def loglikelihood(self, requests: Sequence[Any]) -> list[Any]:
@@ -235,6 +251,10 @@ def dspy_adapter(name: str, max_text_chars: int | None = MAX_TEXT_CHARS) -> Any:
 class DSPyExtractor:
     """Runs a DSPy program over records through an openie engine; one grounded prediction per record.
 
+    DSPy sends one LM request per call; with ``concurrent`` the records of a batch run at once,
+    one thread each, and the calls they make together reach the engine as one batch
+    (:class:`~openie.engines.microbatch.MicroBatchEngine`). Requests are the same either way.
+
     ``adapter`` is the engine's LoRA adapter; ``dspy_adapter`` how DSPy formats prompts and reads
     answers (``max_text_chars`` bounds free-text fields under ``json``). ``max_words_per_chunk`` cuts long texts into overlapping chunks (merged back with
     global offsets). ``demonstrations`` stays None: a kNN program reports its own (``demo_ids``).
@@ -249,6 +269,7 @@ class DSPyExtractor:
     dspy_adapter: str = "chat"
     max_text_chars: int | None = MAX_TEXT_CHARS
     batch_size: int = 8
+    concurrent: bool = True
     max_words_per_chunk: int | None = None
     chunk_overlap_words: int = 32
     use_chat_template: bool | None = None
@@ -261,7 +282,8 @@ class DSPyExtractor:
         check_task(self.task)
         self.name = self.name or program_kind(self.program)
         self.dspy_adapter_obj = dspy_adapter(self.dspy_adapter, self.max_text_chars)
-        self._metered = _MeteredEngine(self.engine)
+        self.batcher = MicroBatchEngine(self.engine)
+        self._metered = _MeteredEngine(self.batcher)
         self.lm = openie_lm(self._metered, self.adapter, max_tokens=self.max_tokens,
                             use_chat_template=self.use_chat_template)
         self._agent = _has_agent(self.program)
@@ -295,41 +317,67 @@ class DSPyExtractor:
         return extract_in_batches(self, records, total=total, desc=f"dspy {self.name}")
 
     def extract_batch(self, batch: Sequence[Record]) -> list[Record]:
+        if self.concurrent and len(batch) > 1:
+            self.batcher.join(len(batch))  # all of them, before any asks: the first call waits for the others
+            with ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="openie-dspy") as pool:
+                results = list(pool.map(self._extract_in_flight, batch))
+        else:
+            results = [self._extract_record(r) for r in batch]
         out = []
-        for record in batch:
-            shown = record.without_annotations()
-            limit = self.max_words_per_chunk
-            if limit is None or len(record.text.split()) <= limit:
-                pred = self._predict(shown)
-            else:
-                self.stats.chunked_records += 1
-                parts = chunk_record(shown, limit, min(self.chunk_overlap_words, limit // 4))
-                preds = [self._predict(sub) for _, sub in parts]
-                pred = merge_chunks(shown, [c for c, _ in parts], preds)
-                pred.meta.update(_merged_meta(preds))
-            pred.meta["method"] = f"dspy.{self.name}"
+        for pred, usage, failures in results:  # stats are kept here, in input order, on one thread
+            self.stats.prompts += usage[0]
+            self.stats.prompt_tokens += usage[1]
+            self.stats.completion_tokens += usage[2]
+            self.stats.failures += failures
+            self.stats.chunked_records += pred.meta.get("chunks", 1) > 1
             self.stats.add(pred)
             self.stats.tool_calls += pred.meta.get("n_tool_calls", 0)
             out.append(pred)
         return out
 
-    def _predict(self, unit: Record) -> Record:
-        m = self._metered
-        before = (m.prompts, m.prompt_tokens, m.completion_tokens)
+    def _extract_in_flight(self, record: Record) -> tuple[Record, list[int], int]:
+        try:
+            return self._extract_record(record)
+        finally:
+            self.batcher.leave()
+
+    def _extract_record(self, record: Record) -> tuple[Record, list[int], int]:
+        """One record's prediction, its LM usage (prompts, prompt and completion tokens) and failed calls."""
+        shown = record.without_annotations()
+        limit = self.max_words_per_chunk
+        usage = [0, 0, 0]
+        if limit is None or len(record.text.split()) <= limit:
+            pred, failed = self._predict(shown, usage)
+        else:
+            parts = chunk_record(shown, limit, min(self.chunk_overlap_words, limit // 4))
+            preds, failed = [], 0
+            for _, sub in parts:
+                p, f = self._predict(sub, usage)
+                preds.append(p)
+                failed += f
+            pred = merge_chunks(shown, [c for c, _ in parts], preds)
+            pred.meta.update(_merged_meta(preds))
+        pred.meta["method"] = f"dspy.{self.name}"
+        return pred, usage, failed
+
+    def _predict(self, unit: Record, usage: list[int]) -> tuple[Record, int]:
         error: Exception | None = None
         prediction = None
-        with traced(unit.text) as trace, dspy.context(lm=self.lm, adapter=self.dspy_adapter_obj):
-            try:
-                prediction = self.program(**{INPUT_FIELD: unit.text})
-            except (LMError, EngineError):  # the engine failed, not the model's answer: stop the run
-                raise
-            except (DSPyError, ValueError) as err:  # what the model wrote could not be used
-                error = err
-        self.stats.prompts += m.prompts - before[0]
-        self.stats.prompt_tokens += m.prompt_tokens - before[1]
-        self.stats.completion_tokens += m.completion_tokens - before[2]
+        call = [0, 0, 0]
+        token = _CALL_USAGE.set(call)
+        try:
+            with traced(unit.text) as trace, dspy.context(lm=self.lm, adapter=self.dspy_adapter_obj):
+                try:
+                    prediction = self.program(**{INPUT_FIELD: unit.text})
+                except (LMError, EngineError):  # the engine failed, not the model's answer: stop the run
+                    raise
+                except (DSPyError, ValueError) as err:  # what the model wrote could not be used
+                    error = err
+        finally:
+            _CALL_USAGE.reset(token)
+        for i, n in enumerate(call):
+            usage[i] += n
         if error is not None:
-            self.stats.failures += 1
             result = ParseResult(problems=[ParseProblem("syntax", f"the program failed: {type(error).__name__}: "
                                                         f"{str(error)[:300]}")])
             pred = result.to_record(unit)
@@ -342,13 +390,13 @@ class DSPyExtractor:
                 names = [v for k, v in trajectory.items() if k.startswith("tool_name_")]
                 pred.meta["agent_steps"] = len(names)
                 pred.meta["finished"] = "finish" in names
-        pred.meta["lm_calls"] = m.prompts - before[0]
+        pred.meta["lm_calls"] = call[0]
         if self._agent:
             pred.meta["tool_calls"] = [c.to_dict() for c in trace.tool_calls]
             pred.meta["n_tool_calls"] = len(trace.tool_calls)
         if trace.demo_ids:
             pred.meta["demo_ids"] = list(trace.demo_ids)
-        return pred
+        return pred, int(error is not None)
 
 
 def _merged_meta(preds: Sequence[Record]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
 from openie.agent.signatures import INPUT_FIELD, check_task, example_from_record
+from openie.agent.tools import SHARED_MODELS
 from openie.agent.trace import current_trace
 from openie.records import Record
 from retrievers.base import Retriever
@@ -42,7 +43,8 @@ class RetrieverKNN:
 
     def records(self, query: Record | str) -> list[Record]:
         """Pool records most similar to ``query``, most similar first (never the query itself)."""
-        return [r for r, _ in self.retriever.retrieve(query, self.k, task=self.retrieval_task)]
+        with SHARED_MODELS:
+            return [r for r, _ in self.retriever.retrieve(query, self.k, task=self.retrieval_task)]
 
     def __call__(self, **inputs: Any) -> list[dspy.Example]:
         """Demonstrations for a call with these inputs (like ``dspy.KNN``): the query is the ``text`` input."""

@@ -8,12 +8,15 @@ progress (see ``openie.agent.trace``) and logs the call, its arguments and its r
 Tools answer in JSON, the language the model answers in.
 
 Tools hold shared, read-only models and indexes: copying a program (DSPy copies them while
-optimising) shares its tools instead of duplicating a GLiNER model.
+optimising) shares its tools instead of duplicating a GLiNER model. Records extracted at once
+(one thread each) take turns in them (:data:`SHARED_MODELS`): the NER Retriever reads activations
+through forward hooks, which one forward pass at a time may use.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +28,10 @@ from openie.errors import OpenIEError
 from openie.records import Record
 from openie.schema import Schema
 from retrievers.base import Retriever, duplicate_key
+
+
+#: held while a tool or a demonstration selector runs its model or index
+SHARED_MODELS = threading.RLock()
 
 
 class AgentToolError(OpenIEError, RuntimeError):
@@ -195,7 +202,8 @@ def _bound(tool: AgentTool) -> Any:
         unknown = sorted(set(arguments) - set(tool.args))
         if unknown:
             raise AgentToolError(f"{tool.name} takes {sorted(tool.args) or 'no arguments'}, not {unknown}")
-        return tool(trace.text, **arguments)
+        with SHARED_MODELS:
+            return tool(trace.text, **arguments)
 
     return call
 
@@ -211,5 +219,5 @@ def as_dspy_tools(tools: Sequence[AgentTool]) -> list[LoggedTool]:
                        arg_types={k: Any for k in t.args}) for t in tools]
 
 
-__all__ = ["AgentTool", "AgentToolError", "DemonstrationTool", "LoggedTool", "SimilarMentionsTool", "SpanProposalTool",
+__all__ = ["SHARED_MODELS", "AgentTool", "AgentToolError", "DemonstrationTool", "LoggedTool", "SimilarMentionsTool", "SpanProposalTool",
            "TypeDescriptionsTool", "as_dspy_tools"]
