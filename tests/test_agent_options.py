@@ -6,7 +6,6 @@ import pytest
 
 from openie.agent.options import COMPILED_DIR, DSPyOptionsError, check_options, from_options
 from openie.engines.scripted import ScriptedEngine
-
 from openie.records import write_jsonl
 from openie.schema import Schema
 from openie.testing import toy_pool

@@ -18,9 +18,9 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ import dspy
 from dspy.utils.exceptions import DSPyError, LMError
 
 from openie.agent.selectors import KNNFewShotProgram, RetrieverKNN
-from openie.agent.structured import MAX_TEXT_CHARS, ConstrainedJSONAdapter
 from openie.agent.signatures import INPUT_FIELD, check_task, openie_signature, prediction_to_record
+from openie.agent.structured import MAX_TEXT_CHARS, ConstrainedJSONAdapter
 from openie.agent.tools import AgentTool, as_dspy_tools
 from openie.agent.trace import traced
 from openie.chunking import chunk_record, merge_chunks

@@ -48,8 +48,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 

@@ -24,7 +24,6 @@ import dspy
 import pydantic
 from dspy.adapters.utils import serialize_for_json
 
-
 #: characters a free-text field may take under the schema (a reasoning, a thought, a mention)
 MAX_TEXT_CHARS = 400
 

@@ -29,7 +29,6 @@ from openie.records import Record
 from openie.schema import Schema
 from retrievers.base import Retriever, duplicate_key
 
-
 #: held while a tool or a demonstration selector runs its model or index
 SHARED_MODELS = threading.RLock()
 
