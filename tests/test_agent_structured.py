@@ -8,7 +8,7 @@ import pytest
 
 from openie.agent.modules import DSPyExtractor, ProgramSpec
 from openie.agent.signatures import openie_signature
-from openie.agent.structured import ConstrainedJSONAdapter, close_schema, output_json_schema
+from openie.agent.structured import ConstrainedJSONAdapter, close_schema, output_json_schema, tool_step_schema
 from openie.engines.dspy_lm import openie_lm
 from openie.engines.scripted import ScriptedEngine
 from openie.records import Record
@@ -98,3 +98,32 @@ def test_demonstrations_are_written_as_the_grammar_writes_answers():
     prompt = engine.calls[-1].prompt
     assert 'Assistant: {"entities":[{"text":"Ada","type":"person"}]}' in prompt
     assert '{\n  "entities"' not in prompt
+
+
+def test_react_steps_call_each_tool_with_exactly_its_own_arguments():
+    tool = dspy.Tool(lambda labels: "", name="propose_spans", desc="spans",
+                     args={"labels": {"type": "array", "items": {"type": "string"}}})
+    react = dspy.ReAct(openie_signature(SCHEMA), tools=[tool])
+    tool_args = {name: t.args for name, t in react.tools.items()}
+    schema = ConstrainedJSONAdapter(tool_args=tool_args).response_schema(react.react.signature)
+    spans, finish = schema["anyOf"]
+    assert spans["properties"]["next_tool_name"] == {"type": "string", "enum": ["propose_spans"]}
+    assert spans["properties"]["next_tool_args"]["required"] == ["labels"]
+    assert finish["properties"]["next_tool_args"] == {"type": "object", "additionalProperties": False}
+    assert tool_step_schema(output_json_schema(react.react.signature), tool_args) == schema
+    # the extraction step is not a tool step; another tool set is not these tools
+    assert "anyOf" not in ConstrainedJSONAdapter(tool_args=tool_args).response_schema(react.extract.predict.signature)
+    assert "anyOf" not in ConstrainedJSONAdapter(tool_args={"finish": {}}).response_schema(react.react.signature)
+
+
+def test_a_random_model_agent_under_the_schema_only_makes_calls_its_tools_accept(tiny_engine):
+    from openie.agent.tools import TypeDescriptionsTool
+
+    program = ProgramSpec("agent", max_iters=3).build(SCHEMA, tools=[TypeDescriptionsTool(SCHEMA)])
+    agent = DSPyExtractor(program, tiny_engine, SCHEMA, dspy_adapter="json", max_text_chars=12, max_tokens=64,
+                          show_progress=False)
+    preds = agent.extract_batch([Record("r1", TEXT), Record("r2", "Bo left Rome .")])
+    calls = [c for p in preds for c in p.meta["tool_calls"]]
+    assert calls and all("error" not in c and c["arguments"] == {} for c in calls), calls
+    steps = [r for r in agent.lm.engine.requests if r.json_schema and "anyOf" in r.json_schema]
+    assert steps and all(len(r.json_schema["anyOf"]) == 2 for r in steps)  # type_descriptions, finish

@@ -21,6 +21,8 @@ from openie.experiments.run import evaluation_records
 from openie.metrics import entity_scores
 from openie.records import Record
 
+ROWS = ("predict", "chain_of_thought", "agent", "knn_predict", "optimised")  # the config's order
+
 
 def main(root: Path) -> None:
     cells = [load_config(folder / "config.yaml")[0] for folder in sorted(root.iterdir())
@@ -49,8 +51,12 @@ def main(root: Path) -> None:
             row["failures"] += any(q["detail"].startswith("the program failed") for q in p.meta.get("parse_problems", []))
         compiled = folder / "compiled_program" / "openie_compile.json"
         if compiled.exists():
-            row["compile"].append(json.loads(compiled.read_text()))
+            report = json.loads(compiled.read_text())
+            demos = json.loads((compiled.parent / "program.json").read_text())["demos"]
+            report["bootstrapped"] = sum(bool(d.get("augmented")) for d in demos)
+            row["compile"].append(report)
 
+    rows = dict(sorted(rows.items(), key=lambda kv: (kv[0][0], ROWS.index(kv[0][1]) if kv[0][1] in ROWS else 99)))
     print("| model | row | records | strict F1 (micro) | boundary F1 | mean domain F1 | LM calls / rec | "
           "tool calls / rec | finished | failed | parse problems / rec | s / rec |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -80,8 +86,10 @@ def main(root: Path) -> None:
             calls = sum(c["lm_calls"] for c in row["compile"])
             secs = sum(c["seconds"] for c in row["compile"])
             demos = [c["demos"].get("self", 0) for c in row["compile"]]
+            boot = [c["bootstrapped"] for c in row["compile"]]
             print(f"- {model} {label}: compiling took {calls} LM calls and {secs:.0f} s over {len(row['compile'])} "
-                  f"domains; demonstrations per program {demos}")
+                  f"domains; demonstrations per program {demos}, of them bootstrapped (the model's own passing "
+                  f"traces) {boot}")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,12 @@ def _has_agent(program: dspy.Module) -> bool:
     return any(isinstance(m, ExtractionAgent) for _, m in program.named_sub_modules())
 
 
+def _tool_args(program: dspy.Module) -> dict[str, Any] | None:
+    """The agent's tools (``finish`` included) -> their arguments' JSON schemas; None without an agent."""
+    agent = next((m for _, m in program.named_sub_modules() if isinstance(m, ExtractionAgent)), None)
+    return None if agent is None else {name: dict(tool.args) for name, tool in agent.react.tools.items()}
+
+
 def _tools_of(program: dspy.Module) -> list[AgentTool]:
     return [t for _, m in program.named_sub_modules() if isinstance(m, ExtractionAgent) for t in m.tools]
 
@@ -230,20 +236,21 @@ class AgentStats(ExtractionStats):
         return self.tool_calls / self.records if self.records else 0.0
 
 
-def dspy_adapter(name: str, max_text_chars: int | None = MAX_TEXT_CHARS) -> Any:
+def dspy_adapter(name: str, max_text_chars: int | None = MAX_TEXT_CHARS,
+                 tool_args: dict[str, Any] | None = None) -> Any:
     """A DSPy adapter by name.
 
     ``chat`` is DSPy's default (field markers; a failed parse is retried in JSON mode), ``chat_only``
     the same without the retry, ``json`` JSON decoded under the output fields' schema
     (:class:`~openie.agent.structured.ConstrainedJSONAdapter`, free-text fields at most
-    ``max_text_chars`` characters).
+    ``max_text_chars`` characters, an agent's tools called with exactly their ``tool_args``).
     """
     if name == "chat":
         return dspy.ChatAdapter()
     if name == "chat_only":
         return dspy.ChatAdapter(use_json_adapter_fallback=False)
     if name == "json":
-        return ConstrainedJSONAdapter(max_text_chars)
+        return ConstrainedJSONAdapter(max_text_chars, tool_args)
     raise UnknownNameError("DSPy adapter", name, list(DSPY_ADAPTERS))
 
 
@@ -281,12 +288,12 @@ class DSPyExtractor:
     def __post_init__(self) -> None:
         check_task(self.task)
         self.name = self.name or program_kind(self.program)
-        self.dspy_adapter_obj = dspy_adapter(self.dspy_adapter, self.max_text_chars)
+        self._agent = _has_agent(self.program)
+        self.dspy_adapter_obj = dspy_adapter(self.dspy_adapter, self.max_text_chars, _tool_args(self.program))
         self.batcher = MicroBatchEngine(self.engine)
         self._metered = _MeteredEngine(self.batcher)
         self.lm = openie_lm(self._metered, self.adapter, max_tokens=self.max_tokens,
                             use_chat_template=self.use_chat_template)
-        self._agent = _has_agent(self.program)
 
     @property
     def lm_calls(self) -> int:

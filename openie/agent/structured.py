@@ -17,7 +17,9 @@ every input despite four gold demonstrations.
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import dspy
@@ -55,17 +57,52 @@ def output_json_schema(signature: type[dspy.Signature], max_text_chars: int | No
     return close_schema(model.model_json_schema(), max_text_chars)
 
 
+def tool_step_schema(step: dict[str, Any], tool_args: Mapping[str, Mapping[str, Any]],
+                     max_text_chars: int | None = MAX_TEXT_CHARS) -> dict[str, Any]:
+    """A ReAct step's schema with each tool's own arguments: one ``anyOf`` branch per tool.
+
+    ``step`` is the closed schema of ``next_thought, next_tool_name, next_tool_args``;
+    ``tool_args`` maps each tool name to its arguments' JSON schemas (``dspy.Tool.args``). In a
+    branch the tool name is that tool's alone and the arguments are exactly its own, all
+    required, so every call the model writes is one the tool accepts.
+    """
+    branches = []
+    for name in step["properties"]["next_tool_name"]["enum"]:
+        args = dict(tool_args.get(name, {}))
+        arguments: dict[str, Any] = {"type": "object", "additionalProperties": False}
+        if args:
+            arguments = close_schema({"type": "object", "properties": args}, max_text_chars)
+        branch = copy.deepcopy(step)
+        branch["properties"]["next_tool_name"] = {"type": "string", "enum": [name]}
+        branch["properties"]["next_tool_args"] = arguments
+        branches.append(branch)
+    return {"anyOf": branches}
+
+
 class ConstrainedJSONAdapter(dspy.JSONAdapter):
     """``dspy.JSONAdapter`` that asks the LM for the output fields' exact JSON schema.
 
     Only an LM that declares ``response_format`` gets it (the openie DSPy LM does, see
     ``openie.engines.dspy_lm``); any other LM is prompted as the stock adapter prompts it.
-    ``max_text_chars`` bounds every free-text field (None: unbounded).
+    ``max_text_chars`` bounds every free-text field (None: unbounded). With ``tool_args`` (tool
+    name -> its arguments' schemas, ``finish`` included) a ReAct step over exactly those tools
+    is decoded under :func:`tool_step_schema`: each tool called with its own arguments.
     """
 
-    def __init__(self, max_text_chars: int | None = MAX_TEXT_CHARS, **kwargs: Any):
+    def __init__(self, max_text_chars: int | None = MAX_TEXT_CHARS,
+                 tool_args: Mapping[str, Mapping[str, Any]] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.max_text_chars = max_text_chars
+        self.tool_args = dict(tool_args) if tool_args else None
+
+    def response_schema(self, signature: type[dspy.Signature]) -> dict[str, Any]:
+        """The schema ``signature``'s answers are decoded under."""
+        schema = output_json_schema(signature, self.max_text_chars)
+        tool = schema.get("properties", {}).get("next_tool_name", {})
+        if self.tool_args and "next_tool_args" in schema["properties"] and set(tool.get("enum", ())) == set(
+                self.tool_args):
+            return tool_step_schema(schema, self.tool_args, self.max_text_chars)
+        return schema
 
     def format_field_with_value(self, fields_with_values: dict[Any, Any], role: str = "user") -> str:
         if role == "user":
@@ -77,7 +114,7 @@ class ConstrainedJSONAdapter(dspy.JSONAdapter):
         if "response_format" not in lm.supported_params or not lm.supports_response_schema:
             return
         lm_kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-            "name": signature.__name__, "schema": output_json_schema(signature, self.max_text_chars), "strict": False}}
+            "name": signature.__name__, "schema": self.response_schema(signature), "strict": False}}
 
 
-__all__ = ["MAX_TEXT_CHARS", "ConstrainedJSONAdapter", "close_schema", "output_json_schema"]
+__all__ = ["MAX_TEXT_CHARS", "ConstrainedJSONAdapter", "close_schema", "output_json_schema", "tool_step_schema"]
