@@ -502,3 +502,20 @@ def test_dspy_method_runs_a_knn_program_records_its_options_and_resumes(records_
             demonstrations=str(pool), k=2, max_tokens=256)
     with pytest.raises(ExtractError, match="unknown DSPy options"):
         run(records_file, tmp_path / "x.jsonl", engine=engine, method="dspy", method_options={"beams": 3})
+
+
+def test_dspy_method_compiles_an_optimised_program_next_to_the_output(records_file, tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(corpus(30, seed=1), pool)
+    engine = ScriptedEngine(dspy_answer)
+    out = tmp_path / "opt.jsonl"
+    options = {"dspy_adapter": "chat_only", "optimize": {"n_train": 6, "max_labeled_demos": 2,
+                                                          "max_bootstrapped_demos": 2}}
+    summary = run(records_file, out, engine=engine, method="dspy", method_options=options, demonstrations=str(pool),
+                  k=0, max_tokens=256)
+    report = json.loads((tmp_path / "opt.jsonl.dspy" / "compiled_program" / "openie_compile.json").read_text())
+    assert summary.f1 == 1.0 and report["lm_calls"] >= 2 and report["demos"] == {"self": 2}
+    assert len(engine.calls) == report["lm_calls"] + 20  # compiling, then one call per record
+    assert all(c.prompt.count("[[ ## text ## ]]") == 4 for c in engine.calls[-20:])  # 2 demos, the input, the format
+    config = json.loads(out.with_name(out.name + ".run.json").read_text())["config"]
+    assert config["method_options"]["optimize"]["train"] == [str(pool.resolve())]
