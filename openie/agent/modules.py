@@ -263,8 +263,8 @@ class DSPyExtractor:
     (:class:`~openie.engines.microbatch.MicroBatchEngine`). Requests are the same either way.
 
     ``adapter`` is the engine's LoRA adapter; ``dspy_adapter`` how DSPy formats prompts and reads
-    answers (``max_text_chars`` bounds free-text fields under ``json``). ``max_words_per_chunk`` cuts long texts into overlapping chunks (merged back with
-    global offsets). ``demonstrations`` stays None: a kNN program reports its own (``demo_ids``).
+    answers (``max_text_chars`` bounds free-text fields under ``json``). ``max_words_per_chunk``
+    cuts long texts into overlapping chunks (merged back with global offsets). ``demonstrations`` stays None: a kNN program reports its own (``demo_ids``).
     """
 
     program: dspy.Module

@@ -280,7 +280,7 @@ def _optimize_options(value: Any) -> dict[str, Any]:
             _int(o, key, 1 if key == "n_train" else 0)
         except DSPyOptionsError as err:
             raise DSPyOptionsError(err.reason, f"optimize.{key}") from None
-    return {**{k: v for k, v in own.items()}, **o}
+    return {**own, **o}
 
 
 # ---------------------------------------------------------------------------------------------
