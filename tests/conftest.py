@@ -63,3 +63,14 @@ def tiny_gliner_path(tiny_bert_path, tmp_path_factory) -> Path:
 
     tool = GLiNERTool.load(tiny_bert_path, max_width=4, max_len=64, show_progress=False)
     return tool.save(tmp_path_factory.mktemp("tiny-gliner") / "model")
+
+
+@pytest.fixture(scope="session")
+def toy_bm25():
+    """BM25 over ``openie.testing.toy_pool(12)``: the demonstration pool of the agent tests."""
+    from openie.testing import toy_pool
+    from retrievers.bm25 import BM25Retriever
+
+    retriever = BM25Retriever(show_progress=False)
+    retriever.index(toy_pool(12))
+    return retriever

@@ -15,7 +15,6 @@ from openie.errors import UnknownNameError
 from openie.records import Entity, Record
 from openie.schema import Schema
 from openie.testing import toy_pool
-from retrievers.bm25 import BM25Retriever
 
 SCHEMA = Schema.from_labels({"person": "a human being", "location": "a city or country", "organization": None,
                              "product": None})
@@ -101,14 +100,7 @@ def step(tool: str, args: dict, thought: str = "next") -> str:
 
 
 @pytest.fixture(scope="module")
-def bm25() -> BM25Retriever:
-    retriever = BM25Retriever(show_progress=False)
-    retriever.index(POOL)
-    return retriever
-
-
-@pytest.fixture(scope="module")
-def all_tools(bm25, tiny_gliner_path, tiny_decoder_path):
+def all_tools(toy_bm25, tiny_gliner_path, tiny_decoder_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from openie.tools.gliner import GLiNERTool
@@ -120,7 +112,7 @@ def all_tools(bm25, tiny_gliner_path, tiny_decoder_path):
     ner_retriever.index_records(POOL, GoldMentions())
     gliner = GLiNERTool.load(tiny_gliner_path, show_progress=False)
     return [TypeDescriptionsTool(SCHEMA), SpanProposalTool(gliner, threshold=0.0, max_results=2),
-            SimilarMentionsTool(ner_retriever, POOL, k=2), DemonstrationTool(bm25, k=2)]
+            SimilarMentionsTool(ner_retriever, POOL, k=2), DemonstrationTool(toy_bm25, k=2)]
 
 
 def test_the_agent_calls_each_tool_and_the_prediction_logs_every_call(all_tools):
@@ -149,10 +141,10 @@ def test_the_agent_calls_each_tool_and_the_prediction_logs_every_call(all_tools)
     assert [t["name"] for t in tools] == [n for n, _ in calls] and extractor.describe()["max_iters"] == 6
 
 
-def test_a_failing_agent_keeps_the_tool_calls_it_made(bm25):
+def test_a_failing_agent_keeps_the_tool_calls_it_made(toy_bm25):
     engine = ScriptedEngine([step("retrieve_demonstrations", {"query": ""}), step("retrieve_demonstrations", {"k": 3})],
                             default="garbage")
-    program = ProgramSpec("agent").build(SCHEMA, tools=[DemonstrationTool(bm25, k=1)])
+    program = ProgramSpec("agent").build(SCHEMA, tools=[DemonstrationTool(toy_bm25, k=1)])
     extractor = DSPyExtractor(program, engine, SCHEMA, show_progress=False)
     [pred] = extractor.extract_batch(RECORDS[:1])
     assert [(c["name"], c["arguments"]) for c in pred.meta["tool_calls"]] == [
@@ -187,8 +179,8 @@ def planned_agent(request) -> str:
     return step(name, args)
 
 
-def test_records_of_a_batch_run_at_once_with_their_calls_batched_and_their_logs_apart(bm25):
-    tools = [TypeDescriptionsTool(SCHEMA), DemonstrationTool(bm25, k=1)]
+def test_records_of_a_batch_run_at_once_with_their_calls_batched_and_their_logs_apart(toy_bm25):
+    tools = [TypeDescriptionsTool(SCHEMA), DemonstrationTool(toy_bm25, k=1)]
     runs = {}
     for concurrent in (False, True):
         engine = SizedEngine(planned_agent)
@@ -260,9 +252,9 @@ def test_saved_programs_load_with_their_state_and_give_the_same_prompts(tmp_path
     assert [p.entities for p in preds[0]] == [p.entities for p in preds[1]]
 
 
-def test_a_saved_agent_needs_its_tools_back(tmp_path, bm25):
+def test_a_saved_agent_needs_its_tools_back(tmp_path, toy_bm25):
     spec = ProgramSpec("agent")
-    tools = [TypeDescriptionsTool(SCHEMA), DemonstrationTool(bm25)]
+    tools = [TypeDescriptionsTool(SCHEMA), DemonstrationTool(toy_bm25)]
     save_program(spec.build(SCHEMA, tools=tools), spec, SCHEMA, tmp_path / "agent")
     with pytest.raises(ProgramError, match=r"saved with tools \['type_descriptions', 'retrieve_demonstrations'\]"):
         load_program(tmp_path / "agent", tools=tools[:1])

@@ -19,19 +19,11 @@ from openie.agent.trace import traced
 from openie.records import Record
 from openie.schema import Schema
 from openie.testing import toy_pool
-from retrievers.bm25 import BM25Retriever
 
 SCHEMA = Schema.from_labels({"person": "a human being", "location": "a city or country", "organization": None,
                              "product": None})
 POOL = toy_pool(12)
 QUERY = "Anna visited Lima last year ."
-
-
-@pytest.fixture(scope="module")
-def bm25() -> BM25Retriever:
-    retriever = BM25Retriever(show_progress=False)
-    retriever.index(POOL)
-    return retriever
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +46,9 @@ def ner_retriever(tiny_decoder_path):
     return retriever
 
 
-def test_every_tool_meets_the_protocol(bm25):
+def test_every_tool_meets_the_protocol(toy_bm25):
     assert isinstance(TypeDescriptionsTool(SCHEMA), AgentTool)
-    assert isinstance(DemonstrationTool(bm25), AgentTool)
+    assert isinstance(DemonstrationTool(toy_bm25), AgentTool)
 
 
 def test_type_descriptions_tool_shows_the_schema():
@@ -66,14 +58,14 @@ def test_type_descriptions_tool_shows_the_schema():
     assert tool.args == {} and tool.describe() == {"name": "type_descriptions", "task": "ner"}
 
 
-def test_demonstration_tool_returns_the_retrievers_top_k_with_gold_output_never_the_input(bm25):
-    tool = DemonstrationTool(bm25, k=2)
-    expected = [r for r, _ in bm25.retrieve(QUERY, 2)]
+def test_demonstration_tool_returns_the_retrievers_top_k_with_gold_output_never_the_input(toy_bm25):
+    tool = DemonstrationTool(toy_bm25, k=2)
+    expected = [r for r, _ in toy_bm25.retrieve(QUERY, 2)]
     got = json.loads(tool(QUERY))
     assert [d["text"] for d in got] == [r.text for r in expected]
     assert got[0]["entities"] == [{"text": e.text, "type": e.label} for e in expected[0].entities]
     assert [d["text"] for d in json.loads(tool(QUERY, query="Oxfam"))] == [
-        r.text for r, _ in bm25.retrieve("Oxfam", 2, exclude_text=QUERY)]
+        r.text for r, _ in toy_bm25.retrieve("Oxfam", 2, exclude_text=QUERY)]
     # the input itself is in the pool: it is never its own demonstration
     own = POOL[0].text
     assert own not in [d["text"] for d in json.loads(tool(own, query=own))]
@@ -124,8 +116,8 @@ def test_similar_mentions_shows_only_the_pools_part_of_a_larger_index(ner_retrie
                                           for h in inside]
 
 
-def test_dspy_tools_are_bound_to_the_traced_input_and_log_every_call(bm25, gliner):
-    [types, demos] = as_dspy_tools([TypeDescriptionsTool(SCHEMA), DemonstrationTool(bm25, k=1)])
+def test_dspy_tools_are_bound_to_the_traced_input_and_log_every_call(toy_bm25, gliner):
+    [types, demos] = as_dspy_tools([TypeDescriptionsTool(SCHEMA), DemonstrationTool(toy_bm25, k=1)])
     assert (types.name, demos.name) == ("type_descriptions", "retrieve_demonstrations")
     assert demos.args["query"]["type"] == "string"
     [spans] = as_dspy_tools([SpanProposalTool(gliner, threshold=0.0, max_results=1)])
@@ -136,7 +128,7 @@ def test_dspy_tools_are_bound_to_the_traced_input_and_log_every_call(bm25, gline
         demos(query="")
         with pytest.raises(AgentToolError, match=r"takes \['query'\], not \['question'\]"):
             demos(question="x")
-    first = [r for r, _ in bm25.retrieve(QUERY, 1)][0]
+    first = [r for r, _ in toy_bm25.retrieve(QUERY, 1)][0]
     assert [(c.name, c.arguments) for c in trace.tool_calls] == [
         ("type_descriptions", {}), ("retrieve_demonstrations", {"query": ""}), ("retrieve_demonstrations", {"question": "x"})]
     assert json.loads(trace.tool_calls[1].result)[0]["text"] == first.text

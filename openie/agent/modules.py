@@ -133,10 +133,6 @@ def program_kind(program: dspy.Module) -> str:
     return type(program).__name__
 
 
-def _has_agent(program: dspy.Module) -> bool:
-    return any(isinstance(m, ExtractionAgent) for _, m in program.named_sub_modules())
-
-
 def _tool_args(program: dspy.Module) -> dict[str, Any] | None:
     """The agent's tools (``finish`` included) -> their arguments' JSON schemas; None without an agent."""
     agent = next((m for _, m in program.named_sub_modules() if isinstance(m, ExtractionAgent)), None)
@@ -288,8 +284,9 @@ class DSPyExtractor:
     def __post_init__(self) -> None:
         check_task(self.task)
         self.name = self.name or program_kind(self.program)
-        self._agent = _has_agent(self.program)
-        self.dspy_adapter_obj = dspy_adapter(self.dspy_adapter, self.max_text_chars, _tool_args(self.program))
+        tool_args = _tool_args(self.program)
+        self._agent = tool_args is not None
+        self.dspy_adapter_obj = dspy_adapter(self.dspy_adapter, self.max_text_chars, tool_args)
         self.batcher = MicroBatchEngine(self.engine)
         self._metered = _MeteredEngine(self.batcher)
         self.lm = openie_lm(self._metered, self.adapter, max_tokens=self.max_tokens,

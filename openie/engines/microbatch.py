@@ -33,8 +33,8 @@ class MicroBatchEngine:
     """An engine whose ``generate`` gathers the calls of concurrent callers into one call of ``engine``.
 
     Callers in flight register with :meth:`caller` (or :meth:`join` and :meth:`leave`). A gathered batch leaves as soon as every
-    registered caller is waiting on it, when it holds ``max_batch`` requests, or ``max_wait_s``
-    after its first request arrived, so a caller busy elsewhere (in a tool, say) delays the others
+    registered caller is waiting on it, when it holds ``max_batch`` requests (the most one engine
+    call carries), or ``max_wait_s`` after its first request arrived, so a caller busy elsewhere (in a tool, say) delays the others
     by at most that. Unregistered use is a plain pass-through. One engine call runs at a time;
     an engine error reaches every caller of that batch. ``batch_sizes`` lists what was sent.
     """
@@ -80,6 +80,22 @@ class MicroBatchEngine:
         waited = time.monotonic() - (self._first or time.monotonic())
         return len(self._pending) >= max(1, self._callers) or requests >= self.max_batch or waited >= self.max_wait_s
 
+    def _take(self) -> list[_Slot]:
+        """The oldest pending calls, up to ``max_batch`` requests (a larger single call goes alone).
+
+        Calls left behind keep their arrival time, so they leave as soon as the engine is free.
+        """
+        taken = requests = 0
+        for slot in self._pending:
+            if taken and requests + len(slot.requests) > self.max_batch:
+                break
+            taken += 1
+            requests += len(slot.requests)
+        batch, self._pending = self._pending[:taken], self._pending[taken:]
+        if not self._pending:
+            self._first = None
+        return batch
+
     def _run(self, batch: list[_Slot]) -> None:
         """Send ``batch`` (the lock is released meanwhile) and hand each slot its part."""
         requests = [r for s in batch for r in s.requests]
@@ -117,7 +133,7 @@ class MicroBatchEngine:
             self._cond.notify_all()
             while not slot.done:
                 if self._ready():
-                    batch, self._pending, self._first = self._pending, [], None
+                    batch = self._take()
                     self._run(batch)
                     continue
                 timeout = self.max_wait_s if self._first is None else max(
