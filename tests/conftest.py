@@ -48,6 +48,15 @@ def tiny_decoder_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_decoder(tmp_path_factory) -> Path:
+    """The tiny decoder with room for few-shot NER prompts (``tiny_decoder_path`` has 512 positions)."""
+    pytest.importorskip("torch")
+    from openie.testing import build_tiny_decoder
+
+    return build_tiny_decoder(tmp_path_factory.mktemp("long-decoder") / "model", max_positions=2048)
+
+
+@pytest.fixture(scope="session")
 def tiny_bert_path(tmp_path_factory) -> Path:
     """A tiny random uncased BERT (WordPiece) with sentence-transformers files, built once."""
     pytest.importorskip("torch")

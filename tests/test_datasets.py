@@ -31,11 +31,25 @@ EXPECTED_SENTENCES = {
 
 
 def test_registry_lists_the_shared_corpora():
-    assert list_datasets() == ["conll2003", "crossner_ai", "crossner_literature", "crossner_music",
+    assert list_datasets() == ["conll2003", "conll2003_sample", "crossner_ai", "crossner_literature", "crossner_music",
                                "crossner_politics", "crossner_science", "wnut17", "wnut16", "conll04",
                                "multiner_de", "multiner_ru", "multiner_tr"]
     assert get_dataset("multiner_ru").scheme == "iob1"
     assert get_dataset("conll04").task == "ner+re"
+
+
+def test_the_quickstart_sample_ships_inside_openie_with_its_licence(tmp_path):
+    """It loads with no corpus folder at all, and is the shared corpus's sentences, unchanged."""
+    from openie.datasets import split_path
+
+    train = load_dataset("conll2003_sample", "train", data_root=tmp_path / "nothing-here")
+    dev = load_dataset("conll2003_sample", "dev", data_root=tmp_path / "nothing-here")
+    assert (len(train), len(dev)) == (3000, 200)
+    assert {e.label for r in train for e in r.entities} == {"person", "location", "organization", "misc"}
+    folder = split_path("conll2003_sample", "dev").parent
+    assert "MIT License" in (folder / "LICENSE").read_text() and "CoNLL-2003" in (folder / "README.md").read_text()
+    full = {r.text for r in load_dataset("conll2003", "dev")}
+    assert all(r.text in full for r in dev)
 
 
 def test_unknown_dataset_and_split_list_the_known_names(shared_data):

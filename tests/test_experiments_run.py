@@ -410,3 +410,40 @@ def test_a_dspy_cell_runs_a_knn_chain_of_thought_program_on_the_cells_engine(tmp
     with pytest.raises(Exception, match="tools are for program agent; a 'chain_of_thought' program calls none") as err:
         load_config(bad)
     assert "method.options.tools" in str(err.value) and "line 9" in str(err.value)
+
+
+def test_dtype_and_engine_option_overrides_reach_every_cell_and_make_finished_cells_stale(tmp_path):
+    config, out = write_config(tmp_path), tmp_path / "out"
+    seen: list[tuple[str, dict]] = []
+
+    def factory(engine_cfg, cache):
+        seen.append((engine_cfg.dtype, dict(engine_cfg.options)))
+        return Factory()(engine_cfg, cache)
+
+    run_experiment(config, out, engine_factory=factory, show_progress=False, log=lambda m: None)
+    assert seen == [("auto", {})]
+    metrics = json.loads(next(out.glob("*/metrics.json")).read_text())
+    assert metrics["dtype"] in ("float32", "bfloat16") and "flags:" in metrics["hardware"]  # resolved, not "auto"
+    seen.clear()
+    override = {"dtype": "float16", "options": {"batch_size": 4}}
+    outcomes = run_experiment(config, out, engine_factory=factory, show_progress=False, log=lambda m: None,
+                              engine_override=override)
+    assert [o.status for o in outcomes] == ["finished"] * 4 and seen == [("float16", {"batch_size": 4})]
+    cell = load_config(Path(outcomes[0].path) / "config.yaml")[0].config  # the re-run command reproduces it
+    assert cell.engine.dtype == "float16" and cell.engine.options == {"batch_size": 4}
+    with pytest.raises(Exception, match="'batchsize'"):
+        run_experiment(config, out, engine_factory=factory, show_progress=False, log=lambda m: None,
+                       engine_override={"options": {"batchsize": 4}})
+
+
+def test_auto_and_the_dtype_it_resolves_to_are_the_same_run(tmp_path):
+    """Committed cells run in bfloat16 stay finished under dtype auto where bfloat16 is native, and only there."""
+    from openie.engines.hardware import resolve_dtype
+
+    native = resolve_dtype("auto", "auto").dtype
+    auto = load_config(write_config(tmp_path))[0].config
+    pinned = load_config(write_config(tmp_path, GRID.replace("  model: scripted-model\n",
+                                                             f"  model: scripted-model\n  dtype: {native}\n")))[0].config
+    other = load_config(write_config(tmp_path, GRID.replace("  model: scripted-model\n",
+                                                            "  model: scripted-model\n  dtype: float16\n")))[0].config
+    assert auto.fingerprint() == pinned.fingerprint() != other.fingerprint()

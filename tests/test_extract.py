@@ -519,3 +519,66 @@ def test_dspy_method_compiles_an_optimised_program_next_to_the_output(records_fi
     assert all(c.prompt.count("[[ ## text ## ]]") == 4 for c in engine.calls[-20:])  # 2 demos, the input, the format
     config = json.loads(out.with_name(out.name + ".run.json").read_text())["config"]
     assert config["method_options"]["optimize"]["train"] == [str(pool.resolve())]
+
+
+# --------------------------------------------------------------------------------------------- raw I/O, dtype
+
+def test_save_io_keeps_prompts_answers_and_cut_answers_beside_the_predictions(records_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    rambling = ScriptedEngine(lambda r: "person: Ada; " * 5 if "Ada" in r.prompt.rsplit("Input:", 1)[1] else "None")
+    summary = run(records_file, out, engine=rambling, save_io=True, max_tokens=4)
+    preds, io = read_jsonl(out), [json.loads(x) for x in lines(tmp_path / "out.jsonl.io.jsonl")]
+    assert [x["id"] for x in io] == [p.id for p in preds] and all("io" not in p.meta for p in preds)
+    cut = [p for p in preds if "Ada" in p.text]
+    assert cut and all(p.meta["cut_at_max_tokens"] == 1 for p in cut)
+    assert all(p.meta["cut_at_max_tokens"] == 0 for p in preds if "Ada" not in p.text)
+    assert summary.cut_at_max_tokens == len(cut) and f"answers cut at max_tokens {len(cut)}" in str(summary)
+    first = io[0]["io"][0]
+    assert first["prompt"] == rambling.calls[0].prompt and first["answer"] in ("None", "person: Ada; person: Ada;")
+    assert {x["io"][0]["finish_reason"] for x in io} == {"stop", "length"}
+    # a resumed run cuts the io file back to the predictions it keeps, then appends
+    out.write_text("".join(x + "\n" for x in lines(out)[:7]))
+    run(records_file, out, engine=rambling, save_io=True, max_tokens=4)
+    assert [json.loads(x)["id"] for x in lines(tmp_path / "out.jsonl.io.jsonl")] == [p.id for p in preds]
+
+
+def test_the_resolved_dtype_is_recorded_and_a_change_refuses_to_resume(records_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+
+    class Float32(ScriptedEngine):
+        dtype = "float32"
+
+    run(records_file, out, engine=Float32(tag_capitalised))
+    assert json.loads((tmp_path / "out.jsonl.run.json").read_text())["config"]["dtype"] == "float32"
+
+    class BFloat16(ScriptedEngine):
+        dtype = "bfloat16"
+
+    with pytest.raises(ConfigMismatchError, match="dtype"):
+        run(records_file, out, engine=BFloat16(tag_capitalised))
+
+
+def test_engine_options_and_dtype_are_checked_before_any_work(records_file, tmp_path):
+    out = str(tmp_path / "out.jsonl")
+    base = ["extract", str(records_file), out, "--labels", "person", "--backend", "hf", "--no-cache", "--no-progress"]
+    res = runner.invoke(app, [*base, "--engine-option", "batchsize=4"])
+    assert res.exit_code == 2 and "'batchsize' (did you mean 'batch_size'?)" in res.output
+    res = runner.invoke(app, [*base, "--engine-option", "dtype=float32"])
+    assert res.exit_code == 2 and "--dtype" in res.output
+    res = runner.invoke(app, [*base, "--dtype", "float8"])
+    assert res.exit_code == 2 and "unknown dtype 'float8'" in res.output
+    res = runner.invoke(app, [*base, "--engine-option", "batch_size"])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+    assert not Path(out).exists()
+
+
+def test_dtype_and_engine_options_reach_the_engine_and_the_run_record(tiny_decoder_path, records_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    args = ["extract", str(records_file), str(out), "--backend", "hf", "--model", str(tiny_decoder_path), *TINY_ARGS,
+            "--dtype", "bfloat16", "--engine-option", "batch_size=5", "--limit", "4"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "out.jsonl.run.json").read_text())["config"]
+    assert cfg["dtype"] == "bfloat16" and cfg["engine_options"] == {"batch_size": 5}
+    res = runner.invoke(app, [*args[:-6], "--dtype", "float32", "--engine-option", "batch_size=5", "--limit", "4"])
+    assert res.exit_code == 2 and "differing keys: dtype" in res.output

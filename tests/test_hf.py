@@ -62,7 +62,7 @@ def adapters(tiny_decoder_path, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def engine(tiny_decoder_path, adapters) -> TransformersEngine:
-    return TransformersEngine(tiny_decoder_path, adapters, device="cpu", batch_size=4)
+    return TransformersEngine(tiny_decoder_path, adapters, device="cpu", dtype="float32", batch_size=4)
 
 
 def test_engine_protocol_and_fingerprints(engine, adapters):
@@ -202,14 +202,14 @@ def test_too_long_prompts_are_refused_with_lengths(engine):
 
 
 def test_generation_stops_at_the_context_window(tiny_decoder_path):
-    small = TransformersEngine(tiny_decoder_path, device="cpu", max_model_len=12)
+    small = TransformersEngine(tiny_decoder_path, device="cpu", dtype="float32", max_model_len=12)
     n = len(prompt_ids(small.tokenizer, PROMPTS[0]))
     out = small.generate([GenerationRequest(prompt=PROMPTS[0], max_tokens=50)])[0]
     assert out.finish_reason == "length" and out.completion_tokens == 12 - n
 
 
 def test_add_adapter_refuses_a_duplicate_name_and_can_replace(tiny_decoder_path, adapters):
-    eng = TransformersEngine(tiny_decoder_path, device="cpu")
+    eng = TransformersEngine(tiny_decoder_path, device="cpu", dtype="float32")
     request = GenerationRequest(prompt=PROMPTS[0], max_tokens=6)
     base = eng.generate([request])[0]
     eng.add_adapter("x", adapters["a"])
@@ -229,7 +229,7 @@ def test_checkpoint_sampling_defaults_are_not_applied(tiny_decoder_path, tmp_pat
     shutil.copytree(tiny_decoder_path, copy)
     (copy / "generation_config.json").write_text(json.dumps(
         {"do_sample": True, "top_k": 1, "repetition_penalty": 5.0, "no_repeat_ngram_size": 1, "eos_token_id": 0}))
-    other = TransformersEngine(copy, device="cpu")
+    other = TransformersEngine(copy, device="cpu", dtype="float32")
     request = GenerationRequest(prompt=PROMPTS[1], max_tokens=20)
     expected = engine.generate([request])[0]
     assert len(set(engine.tokenizer(expected.text)["input_ids"])) < 20  # it repeats: a penalty would show

@@ -60,7 +60,8 @@ def test_long_records_are_chunked_and_merged_to_global_offsets():
 
 @pytest.mark.slow
 def test_zero_shot_gemma_on_conll2003_dev_in_every_format(shared_data):
-    """Gemma-3-270M (base) through the vLLM engine on 50 CoNLL-2003 dev sentences, each format."""
+    """Gemma-3-270M (base) through the vLLM engine on 24 CoNLL-2003 dev sentences, each format (dtype auto:
+    float32 where bfloat16 would be emulated)."""
     from openie.datasets import dataset_schema, load_dataset
     from openie.engines import vllm_available
     from openie.metrics import entity_scores
@@ -70,19 +71,19 @@ def test_zero_shot_gemma_on_conll2003_dev_in_every_format(shared_data):
         pytest.skip("vLLM is not installed")
     from openie.engines.vllm_offline import VLLMEngine
 
-    gold = load_dataset("conll2003", "dev")[:50]
+    gold = load_dataset("conll2003", "dev")[:24]
     schema = dataset_schema("conll2003")
-    engine = VLLMEngine(resolve_model("gemma-3-270m"), dtype="bfloat16", max_model_len=2048, cpu_threads=2)
+    engine = VLLMEngine(resolve_model("gemma-3-270m"), dtype="auto", max_model_len=2048, cpu_threads=2)
     try:
         for template in ("ner.ruie.v1", "ner.json.v1", "ner.question.v1"):
-            ex = InContextExtractor(engine, PromptBuilder(template, schema), max_tokens=96, batch_size=50,
+            ex = InContextExtractor(engine, PromptBuilder(template, schema), max_tokens=96, batch_size=24,
                                     show_progress=False)
             preds = list(ex.extract(gold))
             scores = entity_scores(gold, preds)
             print(f"{template}: strict F1 {scores.f1:.3f} (P {scores.precision:.3f} R {scores.recall:.3f}), "
                   f"{ex.stats.prompts} prompts, {ex.stats.parse_problems} parse problems, "
                   f"{ex.stats.not_found} spans not in the input, {ex.stats.entities} entities")
-            assert len(preds) == 50 and ex.stats.prompts == (200 if template.startswith("ner.question") else 50)
+            assert len(preds) == 24 and ex.stats.prompts == (96 if template.startswith("ner.question") else 24)
             assert 0.0 <= scores.f1 <= 1.0 and all(p.check_offsets() == [] for p in preds)
     finally:
         engine.close()

@@ -252,6 +252,36 @@ def test_gguf_sentencepiece_tokenizer_is_rebuilt_with_pieces(tmp_path):
     assert tok.decode(enc.ids) == "the cat  sat\né"
 
 
+def test_gguf_layout_matches_gguf_reader_and_the_weights_copy_drops_only_the_vocabulary(tmp_path):
+    """openie's own GGUF parser reads what gguf's reader reads; the copy keeps every tensor byte and scalar."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    vocab = _write_tiny_spm_gguf(tmp_path / "tiny.gguf")
+    layout = models.read_gguf_layout(tmp_path / "tiny.gguf")
+    reader = GGUFReader(str(tmp_path / "tiny.gguf"))
+    assert set(layout.fields) == {k for k in reader.fields if not k.startswith("GGUF.")}
+    assert layout.tensor_count == len(reader.tensors) == 1
+    assert layout.fields["tokenizer.ggml.tokens"] == list(vocab)
+    assert np.allclose(layout.fields["tokenizer.ggml.scores"], reader.fields["tokenizer.ggml.scores"].contents())
+
+    copy = models.gguf_without_tokenizer(tmp_path / "tiny.gguf", tmp_path / "weights.gguf")
+    stripped = GGUFReader(str(copy))
+    assert "tokenizer.ggml.tokens" not in stripped.fields and "tokenizer.ggml.scores" not in stripped.fields
+    assert stripped.fields["gemma3.vocab_size"].contents() == len(vocab)
+    assert stripped.fields["tokenizer.ggml.bos_token_id"].contents() == 2  # scalars stay
+    assert [t.name for t in stripped.tensors] == [t.name for t in reader.tensors]
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(stripped.tensors, reader.tensors, strict=True))
+    with pytest.raises(models.ModelConversionError, match="not a GGUF file"):
+        models.read_gguf_layout(_not_gguf(tmp_path))
+
+
+def _not_gguf(tmp_path):
+    path = tmp_path / "plain.bin"
+    path.write_bytes(b"not a gguf file at all")
+    return path
+
+
 def test_check_tokenizer_rejects_character_level_tokenizers():
     class CharTokenizer:
         def __call__(self, text, add_special_tokens=False):

@@ -311,15 +311,6 @@ def test_llm_and_sentence_representations(tiny_decoder_path, tiny_bert_path, tmp
 # ------------------------------------------------------------------------------------ a real vLLM engine
 
 
-@pytest.fixture(scope="module")
-def long_decoder(tmp_path_factory) -> Path:
-    """The tiny decoder with room for few-shot NER prompts (the session one has 512 positions)."""
-    pytest.importorskip("torch")
-    from openie.testing import build_tiny_decoder
-
-    return build_tiny_decoder(tmp_path_factory.mktemp("ra-decoder") / "model", max_positions=2048)
-
-
 def test_mixed_language_batch_reaches_the_right_adapters_in_one_vllm_call(long_decoder, examples, tmp_path):
     pytest.importorskip("vllm")
     from openie.engines.vllm_offline import VLLMEngine

@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--random-arch", default=None, help="config + tokenizer folder: random weights of that architecture")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto", help="auto: bfloat16 only where native, else float32")
     ap.add_argument("--cpu-threads", type=int, default=2)
     ap.add_argument("--data", default="crossner_ai:dev", help="NAME:SPLIT, or toy")
     ap.add_argument("--records", type=int, default=16)
@@ -92,6 +92,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
+    from openie.engines.hardware import hardware_summary
+
+    print(f"hardware: {hardware_summary()}", flush=True)
 
     records, schema = load_records(args.data, args.records)
     with tempfile.TemporaryDirectory() as tmp:

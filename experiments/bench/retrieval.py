@@ -285,6 +285,9 @@ def main() -> None:
                     help="BM25 section only (minutes instead of half an hour at 1M); default --out retrieval_bm25.json")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    from openie.engines.hardware import hardware_summary
+
+    print(f"hardware: {hardware_summary()}", flush=True)
     args.reference_queries = min(args.reference_queries, args.queries)
     if args.out is None:
         args.out = str(Path(__file__).parent / "results" / ("retrieval_bm25.json" if args.bm25_only else "retrieval.json"))

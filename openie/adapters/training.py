@@ -247,7 +247,7 @@ def train_lora(base_model: str | Path, pairs: Iterable[Pair] | Callable[[], Iter
 
     random.seed(seed)
     torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype, dev), **(model_kwargs or {}))
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype, dev, training=True), **(model_kwargs or {}))
     base.to(dev)
     limit = max_length or getattr(base.config.get_text_config(), "max_position_embeddings", None)
     encoded = _encode(tok, data, limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,62 @@ DEFAULT_MODEL = "gemma-3-270m"
 
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
+
+
+# Constructor arguments that the command line sets itself (never through --engine-option).
+_NOT_OPTIONS = {"self", "model", "adapters", "dtype", "cache"}
+
+
+def _backend_class(backend: str) -> Any:
+    if backend == "vllm":
+        from openie.engines.vllm_offline import VLLMEngine
+
+        return VLLMEngine
+    if backend == "vllm-server":
+        from openie.engines.vllm_server import VLLMServerEngine
+
+        return VLLMServerEngine
+    from openie.engines.hf import TransformersEngine
+
+    return TransformersEngine
+
+
+def engine_option_names(backend: str) -> tuple[frozenset[str], bool]:
+    """(keyword options a backend takes, whether it passes unknown ones on to ``vllm.LLM``)."""
+    import inspect
+
+    if backend == "auto":
+        backend = "vllm" if vllm_available() else "hf"
+    params = inspect.signature(_backend_class(backend).__init__).parameters
+    names = frozenset(n for n, p in params.items()
+                      if n not in _NOT_OPTIONS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return names, any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def check_engine_options(backend: str, options: Mapping[str, Any], flag: str = "--engine-option") -> None:
+    """Refuse an option the backend would not take, naming it (and the closest known name).
+
+    The vLLM backend passes options it does not know itself on to ``vllm.LLM``: those are checked
+    against vLLM's ``EngineArgs`` fields.
+    """
+    import difflib
+
+    if backend not in BACKENDS:
+        raise EngineError(f"unknown engine backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if "dtype" in options:
+        raise EngineError(f"{flag} dtype=...: set the dtype with --dtype (engine.dtype in a config)")
+    names, passes_on = engine_option_names(backend)
+    unknown = [k for k in options if k not in names]
+    if unknown and passes_on:
+        from vllm.engine.arg_utils import EngineArgs
+
+        names = names | {f.name for f in __import__("dataclasses").fields(EngineArgs)} - {"model", "dtype"}
+        unknown = [k for k in options if k not in names]
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, names, 1))
+                              else "") for k in unknown]
+        shown = ", ".join(sorted(names)) if len(names) <= 40 else ", ".join(sorted(names)[:40]) + ", ..."
+        raise EngineError(f"{flag}: unknown option(s) for backend {backend!r}: {', '.join(hints)}; known: {shown}")
 
 
 def create_engine(backend: str = "auto", model: str = DEFAULT_MODEL, adapters: dict[str, str] | None = None,
@@ -58,5 +115,6 @@ def create_engine(backend: str = "auto", model: str = DEFAULT_MODEL, adapters: d
 
 __all__ = [
     "BACKENDS", "CacheStats", "CachedEngine", "Engine", "EngineError", "Generation", "GenerationRequest",
-    "Score", "ScoreRequest", "ScriptedEngine", "UnsupportedRequestError", "create_engine", "vllm_available",
+    "Score", "ScoreRequest", "ScriptedEngine", "UnsupportedRequestError", "check_engine_options", "create_engine",
+    "engine_option_names", "vllm_available",
 ]

@@ -147,6 +147,9 @@ def request_key(engine: Engine, kind: str, request: GenerationRequest | ScoreReq
         "adapter_fingerprint": engine.adapter_fingerprint(request.adapter),
         "request": request.to_dict(),
     }
+    dtype = getattr(engine, "dtype", None)  # the resolved dtype changes outputs (never "auto" here)
+    if dtype is not None:
+        payload["dtype"] = str(dtype).removeprefix("torch.")
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

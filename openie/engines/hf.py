@@ -61,19 +61,27 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``auto``: float32 on CPU (exact scores), bfloat16 on a GPU that has it, float16 otherwise."""
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device, *, training: bool = False) -> torch.dtype:
+    """``auto``: bfloat16 where the hardware computes it natively (a GPU with bf16, a CPU with
+    AVX512_BF16 / AMX), float16 on other GPUs, float32 otherwise (:mod:`openie.engines.hardware`).
+
+    ``training=True`` keeps float32 on every CPU: pure bfloat16 weights lose small LoRA updates.
+    """
+    from openie.engines.hardware import announce
+    from openie.engines.hardware import resolve_dtype as resolve_name
+
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype == "auto" and training and device.type == "cpu":
         return torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
-    if dtype not in names:
-        raise EngineError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(names)}")
-    return names[dtype]
+    cuda = (True, torch.cuda.is_bf16_supported()) if device.type == "cuda" else (False, False)
+    try:
+        choice = resolve_name(dtype, "cuda" if device.type == "cuda" else "cpu", cuda=cuda)
+    except EngineError:
+        raise EngineError(f"unknown dtype {dtype!r}; use one of auto, float32, bfloat16, float16") from None
+    if not training:
+        announce(choice)
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[choice.dtype]
 
 
 @dataclass

@@ -141,13 +141,23 @@ class VLLMEngine:
         else:
             self.max_lora_rank = 0
         llm_kwargs.setdefault("structured_outputs_config", dict(STRUCTURED_OUTPUTS_CONFIG))
+        from openie.verbosity import is_quiet
+
+        if is_quiet():
+            llm_kwargs.setdefault("use_tqdm_on_load", False)
         if max_model_len is not None:
             llm_kwargs["max_model_len"] = max_model_len
+
+        from openie.engines.hardware import announce, resolve_dtype
+
+        choice = resolve_dtype(dtype, "cpu" if on_cpu else "cuda")
+        announce(choice)
+        self.dtype = choice.dtype  # never "auto": vLLM's own auto takes the checkpoint's bfloat16 on any CPU
 
         from vllm import LLM
 
         try:
-            self._llm = LLM(model=str(model), tokenizer=str(tokenizer) if tokenizer else None, dtype=dtype,
+            self._llm = LLM(model=str(model), tokenizer=str(tokenizer) if tokenizer else None, dtype=self.dtype,
                             seed=seed, **llm_kwargs)
         except Exception as e:
             raise EngineError(f"vLLM could not start for model {str(model)!r}: {type(e).__name__}: {e}") from e

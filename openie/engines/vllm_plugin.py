@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -83,6 +84,11 @@ def patch_kernel_rebinding() -> bool:
         return False
 
     def _rebind_kernels(overrides):
+        with warnings.catch_warnings():  # the scan touches deprecated module attributes (torch.distributed.reduce_op)
+            warnings.simplefilter("ignore")
+            _rebind(overrides)
+
+    def _rebind(overrides):
         originals = {id(original): wrapper for original, wrapper in overrides}
         for module in list(sys.modules.values()):
             namespace = getattr(module, "__dict__", None)

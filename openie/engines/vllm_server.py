@@ -155,7 +155,11 @@ class VLLMServer:
         self.requested_port = port
         self.port: int | None = port
         self.served_model_name = served_model_name
-        self.dtype = dtype
+        from openie.engines.hardware import announce, resolve_dtype
+
+        choice = resolve_dtype(dtype)  # the server runs on this machine: resolved here, "auto" never sent
+        announce(choice)
+        self.dtype = choice.dtype
         self.max_model_len = max_model_len
         self.enable_lora = enable_lora
         self.max_lora_rank = max_lora_rank

@@ -50,7 +50,7 @@ from openie.errors import OpenIEError
 
 TASKS = ("ner", "re", "ee")  # ee: method dspy only (no template extracts whole events)
 METHODS = ("icl", "gliner", "baner", "el4ner", "dspy")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # as openie.engines.hardware.DTYPES (no engine import here)
 STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
 DEFAULT_SEEDS = (0,)
 # Keys that describe a run but do not change its outputs: left out of the config hash.
@@ -113,10 +113,22 @@ class EngineConfig:
     adapter: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
+    def resolved_dtype(self) -> str:
+        """``dtype`` with ``auto`` resolved for this machine (bfloat16 only where it is native).
+
+        Hashes and engine keys use it, so a cell finished in bfloat16 on one machine is run again
+        in float32 on a machine without native bfloat16, and an explicit ``bfloat16`` and an
+        ``auto`` that resolves to it are the same run."""
+        from openie.engines.hardware import resolve_dtype
+
+        device = str(self.options.get("device", "auto")) if self.backend == "hf" else "auto"
+        return resolve_dtype(self.dtype, device).dtype
+
     def engine_key(self, cache: str | None) -> str:
         """Cells with equal keys share one started engine."""
         d = dataclasses.asdict(self)
         d.pop("adapter")
+        d["dtype"] = self.resolved_dtype()
         return json.dumps({**d, "cache": cache}, sort_keys=True, default=str)
 
 
@@ -243,6 +255,8 @@ class ExperimentConfig:
             d.pop(k, None)
         d["demonstrations"].pop("label", None)
         d["method"].pop("label", None)
+        if self.method.name != "gliner":  # an encoder method starts no engine: its dtype changes nothing
+            d["engine"]["dtype"] = self.engine.resolved_dtype()
         return _without_nulls(d)
 
     def config_hash(self) -> str:

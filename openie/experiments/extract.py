@@ -44,6 +44,7 @@ from typing import IO, Any
 from tqdm.auto import tqdm
 
 from openie.engines.base import Engine, adapter_content_hash
+from openie.engines.hardware import dtype_name, resolve_dtype
 from openie.errors import OpenIEError, SchemaError
 from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector, spec_fingerprints
 from openie.methods.gliner import GLiNERExtractor
@@ -287,6 +288,7 @@ class ExtractorSpec:
     cache: str | None = None
     engine_factory: Callable[[], Engine] | None = None  # instead of create_engine (tests, custom engines)
     selection: DemonstrationSpec | None = None  # a retriever instead of random draws from ``demonstrations``
+    save_io: bool = False  # keep prompts and raw answers (written to <output>.io.jsonl)
 
     def build_engine(self) -> Engine:
         if self.engine_factory is not None:
@@ -308,7 +310,7 @@ class ExtractorSpec:
         return InContextExtractor(engine or self.build_engine(), builder,
                                   demonstrations=demonstrations or self.build_demonstrations(),
                                   adapter=self.adapter, max_tokens=self.max_tokens, batch_size=self.batch_size,
-                                  constrained=self.constrained, show_progress=False)
+                                  constrained=self.constrained, show_progress=False, save_io=self.save_io)
 
 
 def model_input(record: Record, task: str) -> Record:
@@ -361,6 +363,25 @@ def sidecar_path(output: Path) -> Path:
 
 def errors_file_path(output: Path) -> Path:
     return output.with_name(output.name + ".errors.jsonl")
+
+
+def io_path(output: Path) -> Path:
+    """``--save-io``: one line per prediction, in the same order, with its prompts and raw answers."""
+    return output.with_name(output.name + ".io.jsonl")
+
+
+def _keep_lines(path: Path, n: int) -> None:
+    """Cut ``path`` after its first ``n`` complete lines (a resumed run rewrites what follows)."""
+    if not path.is_file():
+        return
+    keep = 0
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh):
+            if i >= n or not raw.endswith(b"\n"):
+                break
+            keep += len(raw)
+    with open(path, "r+b") as fh:
+        fh.truncate(keep)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -439,6 +460,8 @@ class ExtractSummary:
     relations: int = 0
     parse_problems: int = 0
     not_found: int = 0  # predicted spans not found in the text
+    cut_at_max_tokens: int = 0  # answers that ended at max_tokens (possibly incomplete)
+    dtype: str | None = None  # the engine's resolved dtype
     prompts: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -462,7 +485,8 @@ class ExtractSummary:
         lines = [f"extracted {self.records} records -> {self.output}"
                  + (f" ({self.resumed} resumed, {self.processed} new)" if self.resumed else ""),
                  f"  entities {self.entities}" + (f", relations {self.relations}" if self.relations else "")
-                 + f"; parse problems {self.parse_problems}; spans not found {self.not_found}"]
+                 + f"; parse problems {self.parse_problems}; spans not found {self.not_found}"
+                 + f"; answers cut at max_tokens {self.cut_at_max_tokens}"]
         if self.malformed_lines:
             lines.append(f"  malformed input lines {self.malformed_lines} (see {self.errors_path})")
         lines.append(f"  {self.prompts} prompts, {self.prompt_tokens} prompt + {self.completion_tokens} generated tokens "
@@ -511,6 +535,7 @@ class _Tally:
             s.relations += len(p.relations)
             s.parse_problems += len(p.meta.get("parse_problems", []))
             s.not_found += int(p.meta.get("alignment", {}).get("not_found", 0))
+            s.cut_at_max_tokens += int(p.meta.get("cut_at_max_tokens", 0))
         if has_gold:
             golds = [self._scored_gold(g) for g in gold]
             m = entity_scores(golds, preds, "strict").micro
@@ -643,6 +668,7 @@ def extract_file(
     overwrite: bool = False,
     show_progress: bool = True,
     errors_path: str | Path | None = None,
+    save_io: bool = False,
     data_root: str | None = None,
     engine: Engine | None = None,
     engine_factory: Callable[[], Engine] | None = None,
@@ -667,7 +693,10 @@ def extract_file(
     ``demonstrations`` is then its pool and ``k`` its ``knn_k``. ``engine`` injects a built engine
     (its ``model_id`` is recorded as the model; ``cache`` then wraps it); ``engine_factory`` builds one per process
     (needed with Ray); otherwise ``create_engine(backend, model, adapters, cache=cache,
-    **engine_options)``. ``limit`` extracts the first N valid records. ``ray_address`` (``"local"``
+    **engine_options)``; ``engine_options["dtype"]`` (default ``auto``) is resolved for this
+    machine (:mod:`openie.engines.hardware`) and recorded as ``dtype``. ``save_io`` writes each
+    record's prompts, raw answers and finish reasons to ``<output>.io.jsonl`` (in-context methods).
+    ``limit`` extracts the first N valid records. ``ray_address`` (``"local"``
     starts a local Ray) runs the batches on a Ray Data actor pool of ``ray_workers`` engines.
     Raises :class:`ConfigMismatchError` when ``output`` was written with another configuration.
     """
@@ -815,6 +844,15 @@ def extract_file(
         backend_id = "factory" if engine_factory is not None else backend
         model_path = Path(model).expanduser()
         model_id = str(model_path.resolve()) if model_path.exists() else model
+    engine_options = dict(engine_options or {})
+    if engine is not None:
+        dtype = dtype_name(getattr(engine, "dtype", None))
+    elif engine_factory is not None or method == "gliner":
+        dtype = dtype_name(engine_options.get("dtype"))  # a factory's engine: as its options say, if they say
+    else:
+        device = str(engine_options.get("device", "auto")) if backend == "hf" else "auto"
+        dtype = resolve_dtype(engine_options.get("dtype", "auto"), device).dtype
+        engine_options["dtype"] = dtype  # every engine of the run (Ray workers, EL4NER members) gets the same
     adapter_hashes = {name: adapter_content_hash(path) for name, path in adapters.items()}
     if adapter is not None and adapter not in adapter_hashes and engine is not None:
         adapter_hashes[adapter] = engine.adapter_fingerprint(adapter)
@@ -822,8 +860,9 @@ def extract_file(
         "config_version": CONFIG_VERSION, "method": method, "task": builder.task, "template": builder.version,
         "input": source.id, "backend": backend_id, "model": model_id, "adapters": adapter_hashes,
         "adapter": adapter, "schema": resolved_schema.to_dict(), "demonstrations": demos_config,
-        "max_tokens": max_tokens, "temperature": 0.0, "constrained": constrained,
-        "engine_options": json.loads(json.dumps(dict(engine_options or {}), sort_keys=True, default=str)),
+        "max_tokens": max_tokens, "temperature": 0.0, "constrained": constrained, "dtype": dtype,
+        "engine_options": json.loads(json.dumps({k: v for k, v in engine_options.items() if k != "dtype"},
+                                                sort_keys=True, default=str)),
     }
     if method == "baner":
         from openie.methods.baner import OPTIONS as BANER_OPTIONS
@@ -858,7 +897,7 @@ def extract_file(
     spec = ExtractorSpec(template, resolved_schema.to_dict(), backend, model, adapters, adapter,
                          dict(engine_options or {}), max_tokens, batch_size, constrained,
                          demonstrations if isinstance(demonstrations, str) else None, k, seed,
-                         data_root, str(cache) if cache is not None else None, engine_factory, selection)
+                         data_root, str(cache) if cache is not None else None, engine_factory, selection, save_io)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a+b") as out:
@@ -880,7 +919,7 @@ def extract_file(
         scan = source.scan(errors)
         outside = _check_gold_labels(scan, resolved_schema)
         total = scan.total if limit is None else min(scan.total, limit)
-        summary = ExtractSummary(str(output), input_records=scan.total, malformed_lines=scan.malformed,
+        summary = ExtractSummary(str(output), input_records=scan.total, malformed_lines=scan.malformed, dtype=dtype,
                                  gold_labels_outside_schema=outside,
                                  errors_path=str(errors) if scan.malformed else None)
         score_relations = config["task"] == "re" and scan.relations > 0
@@ -893,6 +932,11 @@ def extract_file(
         done = _verify_done(output, source, scan, tally, batch_size) if has_output else 0
         summary.resumed = done
         pending = max(0, total - done)
+        io_file = io_path(output)
+        if overwrite:
+            io_file.unlink(missing_ok=True)
+        _keep_lines(io_file, done)
+        io_out = open(io_file, "a", encoding="utf-8") if save_io and pending else None
         counts = BatchCounts()
         cached = False
         t_loop = time.perf_counter()
@@ -972,6 +1016,10 @@ def extract_file(
                 bar = tqdm(total=total, initial=done, desc="extract", unit="rec", disable=not show_progress,
                            dynamic_ncols=True)
                 for gold, preds, batch_counts in stream:
+                    io_lines = [{"id": p.id, "io": p.meta.pop("io", None)} for p in preds]
+                    if io_out is not None:  # before the predictions: a kill in between re-predicts, never loses
+                        io_out.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in io_lines))
+                        io_out.flush()
                     out.write("".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in preds).encode())
                     out.flush()
                     os.fsync(out.fileno())
@@ -983,6 +1031,8 @@ def extract_file(
                     bar.set_postfix_str(f"{counts.completion_tokens / elapsed:.0f} tok/s, "
                                         f"{summary.parse_problems} problems", refresh=False)
             finally:
+                if io_out is not None:
+                    io_out.close()
                 if bar is not None:
                     bar.close()
                 for e in (owned, *member_engines):

@@ -102,7 +102,10 @@ def _connect(address: str) -> bool:
 
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
+    from openie.verbosity import is_verbose
+
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": is_verbose(),
+                              "logging_level": "INFO" if is_verbose() else "ERROR"}
     if address == "local":
         ray.init(**kwargs)
     else:

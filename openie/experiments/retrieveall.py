@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from openie.engines.hardware import resolve_dtype
 from openie.experiments.config import (
     DTYPES,
     ConfigContext,
@@ -120,7 +121,7 @@ class EngineSection:
     """What :func:`openie.engines.create_engine` gets besides the base model and the adapters."""
 
     backend: str = "vllm"
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bfloat16 only where the hardware has it natively (openie.engines.hardware)
     cache: str | None = None  # a SQLite cache path (relative to the config file)
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -489,9 +490,10 @@ def run_retrieveall_experiment(config: str | Path | RetrieveAllConfig, *, modes:
     adapters_key = {k: trained[k]["pairs_sha256"] + str(trained[k]["steps"]) for k in wanted}
     evals = res.stages.setdefault("evaluation", {})
     engine = None
+    engine_dtype = resolve_dtype(cfg.engine.dtype, str(cfg.engine.options.get("device", "auto"))).dtype
     try:
         for mode in run_modes:
-            eval_key = _key(train_key, adapters_key, asdict(cfg.inference), cfg.engine.backend, cfg.engine.dtype,
+            eval_key = _key(train_key, adapters_key, asdict(cfg.inference), cfg.engine.backend, engine_dtype,
                             asdict(cfg.routing) if mode == "routed" else None, mode)
             if evals.get(mode, {}).get("key") == eval_key and mode in res.data["scores"]:
                 log(f"evaluation {mode}: done earlier, skipped")
@@ -608,8 +610,8 @@ def _default_engine(cfg: RetrieveAllConfig, adapters: dict[str, str]) -> Any:
     backend = cfg.engine.backend
     if backend == "vllm" or (backend == "auto" and vllm_available()):
         options.setdefault("max_loras", len(adapters))
-    return create_engine(backend, cfg.base_model, adapters=adapters, cache=cfg.engine.cache, dtype=cfg.engine.dtype,
-                         **options)
+    dtype = resolve_dtype(cfg.engine.dtype, str(options.get("device", "auto"))).dtype
+    return create_engine(backend, cfg.base_model, adapters=adapters, cache=cfg.engine.cache, dtype=dtype, **options)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from openie.engines.base import Engine
+from openie.engines.hardware import hardware_summary
 from openie.experiments.config import EngineConfig, ExperimentConfig, method_default_pool
 from openie.experiments.extract import model_input
 from openie.experiments.grid import Cell, load_config
@@ -83,7 +84,7 @@ def create_cell_engine(engine: EngineConfig, cache: str | None) -> Engine:
     from openie.engines import create_engine
 
     return create_engine(engine.backend, engine.model, adapters=dict(engine.adapters) or None, cache=cache,
-                         dtype=engine.dtype, **engine.options)
+                         dtype=engine.resolved_dtype(), **engine.options)
 
 
 def close_engine(engine: Any) -> None:
@@ -369,6 +370,7 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
         "experiment": cfg.experiment_name, "cell": cell.name, "values": cell.values,
         "config_hash": cfg.config_hash(), "fingerprint": fingerprint,
         "template_version": None if m.name == "dspy" else builder.version,
+        "dtype": cfg.engine.resolved_dtype() if needs_engine(cfg) else None, "hardware": hardware_summary(),
         "summary": summary, "seconds": timing["extract_seconds"], "scores": scores,
     })
     return CellOutcome(cell.name, cell_dir, "finished", summary)
@@ -396,19 +398,44 @@ def _engine_order(cells: Sequence[Cell]) -> list[Cell]:
     return [c for group in keys.values() for c in group]
 
 
+def apply_engine_override(cells: Sequence[Cell], override: Mapping[str, Any] | None) -> None:
+    """Set ``dtype`` and add ``options`` to the engine of every cell that starts one (command-line
+    ``--dtype`` / ``--engine-option``), checked against each cell's backend before any work starts."""
+    from openie.engines import check_engine_options
+    from openie.engines.hardware import resolve_dtype
+
+    if not override:
+        return
+    dtype, options = override.get("dtype"), dict(override.get("options") or {})
+    if dtype is not None:
+        resolve_dtype(dtype, "cpu")  # the name only
+    for c in cells:
+        if not needs_engine(c.config):
+            continue
+        e = c.config.engine
+        if options:
+            check_engine_options(e.backend, options)
+            e.options.update(options)
+        if dtype is not None:
+            e.dtype = dtype
+
+
 def run_experiment(config: str | Path | Sequence[Cell], out: str | Path | None = None, *,
                    engine_factory: EngineFactory | None = None, force: bool = False,
-                   show_progress: bool = True, log: Callable[[str], None] | None = None) -> list[CellOutcome]:
+                   show_progress: bool = True, log: Callable[[str], None] | None = None,
+                   engine_override: Mapping[str, Any] | None = None) -> list[CellOutcome]:
     """Run every cell of a config (a path, or cells from :func:`load_config`) under ``out``.
 
     ``engine_factory(engine_config, cache_path) -> Engine`` builds engines (default:
     :func:`create_cell_engine`); tests pass one returning a ``ScriptedEngine`` or a tiny model.
-    ``force`` re-runs finished cells from scratch.
+    ``force`` re-runs finished cells from scratch. ``engine_override`` (``dtype``, ``options``)
+    changes every cell's engine settings (:func:`apply_engine_override`).
     """
     config_path = Path(config) if isinstance(config, str | Path) else None
     cells = load_config(config_path) if config_path is not None else list(config)  # type: ignore[arg-type]
     if not cells:
         return []
+    apply_engine_override(cells, engine_override)
     root = Path(out) if out is not None else default_output_dir(cells, config_path)
     root.mkdir(parents=True, exist_ok=True)
     say = log or (lambda msg: tqdm.write(msg))

@@ -106,9 +106,11 @@ class ExtractionStats:
     not_found: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cut_at_max_tokens: int = 0
 
     def add(self, pred: Record) -> None:
         self.records += 1
+        self.cut_at_max_tokens += pred.meta.get("cut_at_max_tokens", 0)
         self.entities += len(pred.entities)
         self.relations += len(pred.relations)
         self.parse_problems += len(pred.meta.get("parse_problems", []))
@@ -136,6 +138,7 @@ class InContextExtractor:
     show_progress: bool = True
     stats: ExtractionStats = field(default_factory=ExtractionStats)
     router: Callable[[Record], str | None] | None = None  # per-record adapter (e.g. an AdapterRouter); wins over adapter
+    save_io: bool = False  # keep each prompt, raw answer and finish reason in meta["io"] (openie extract --save-io)
 
     @property
     def task(self) -> str:
@@ -182,11 +185,21 @@ class InContextExtractor:
         self.stats.prompts += len(prompts)
         self.stats.prompt_tokens += sum(g.prompt_tokens for g in generations)
         self.stats.completion_tokens += sum(g.completion_tokens for g in generations)
-        texts = iter(g.text for g in generations)
+        answers = iter(generations)
         per_record: dict[int, list[tuple[Any, Record]]] = {}
+        io: dict[int, list[dict[str, Any]]] = {}
+        cut: dict[int, int] = {}
         for i, unit, chunk, ps in work:
-            pred = self.builder.parse_record(unit, ps, [next(texts) for _ in ps])
+            gens = [next(answers) for _ in ps]
+            pred = self.builder.parse_record(unit, ps, [g.text for g in gens])
             per_record.setdefault(i, []).append((chunk, pred))
+            cut[i] = cut.get(i, 0) + sum(g.finish_reason == "length" for g in gens)
+            if self.save_io:
+                io.setdefault(i, []).extend(
+                    {"prompt": [dict(m) for m in p.messages] if p.messages is not None else p.text,
+                     "answer": g.text, "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
+                     "completion_tokens": g.completion_tokens, **({"label": p.label} if p.label else {})}
+                    for p, g in zip(ps, gens, strict=True))
         out = []
         for i, record in enumerate(batch):
             parts = per_record[i]
@@ -199,6 +212,9 @@ class InContextExtractor:
                                           for k in ("exact", "fuzzy", "not_found")}
                 pred.meta["chunks"] = len(parts)
             pred.meta["template"] = self.builder.version
+            pred.meta["cut_at_max_tokens"] = cut.get(i, 0)  # answers that hit max_tokens: maybe incomplete
+            if self.save_io:
+                pred.meta["io"] = io.get(i, [])
             if adapters is not None:
                 pred.meta["adapter"] = chosen[i]
             self.stats.add(pred)
