@@ -383,12 +383,30 @@ def _check_checkpoint(folder: Path, prompt: str | list[dict[str, str]], expected
     return {"check": {"pieces": pieces, "prompt": prompt, "greedy": answer}}
 
 
+@contextlib.contextmanager
+def _quiet_gguf_progress() -> Iterator[None]:
+    """transformers' GGUF loader draws its own tqdm bar, which no setting turns off: off while quiet."""
+    from openie.verbosity import is_quiet
+
+    module = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    original = getattr(module, "tqdm", None)
+    if not is_quiet() or original is None:
+        yield
+        return
+    module.tqdm = lambda iterable=None, *args, **kwargs: iterable  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        module.tqdm = original  # type: ignore[attr-defined]
+
+
 def _save_model_from_gguf(gguf_dir: Path, gguf_name: str, out: Path, generation_eos: list[int] | None = None) -> None:
     """Dequantise GGUF weights with transformers and save them as float32 safetensors."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    with _quiet_gguf_progress():
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
     if generation_eos:
         model.generation_config.eos_token_id = generation_eos
     model.save_pretrained(out, safe_serialization=True)
@@ -539,7 +557,7 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     """A local folder for a default model's short name; any other string is returned unchanged.
 
     Short names win over a same-named folder in the working directory (write ``./minilm`` to
-    mean the folder). The first call for a GGUF default converts it (about a minute on CPU).
+    mean the folder). The first call for a GGUF default converts it (half a minute on CPU).
     """
     name = os.fspath(name_or_path)
     model = DEFAULT_MODELS.get(name)
@@ -554,7 +572,7 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     assert model.convert is not None
     target = converted_model_dir(model.name)
     if not _is_current(target, CONVERSION_VERSION):
-        logger.warning("converting %s once into %s (about a minute on CPU)", model.name, target)
+        logger.info("converting %s once into %s (half a minute on CPU)", model.name, target)
     return str(build_once(target, model.convert))
 
 
