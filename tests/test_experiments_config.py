@@ -182,3 +182,33 @@ def test_grid_cells_that_resolve_to_the_same_run_are_run_once(tmp_path):
     assert [c.values for c in cells] == [{"demonstrations.k": 0, "demonstrations.seed": 1},
                                          {"demonstrations.k": 2, "demonstrations.seed": 1},
                                          {"demonstrations.k": 2, "demonstrations.seed": 2}]
+
+
+def test_a_grid_block_merges_into_the_top_level_block_it_overrides(tmp_path):
+    """k only in the top-level block: every cell keeps it (it used to turn every cell zero-shot)."""
+    path = write(tmp_path, BASE.replace("dataset: wnut16\nsplit: train\n", "split: dev\n") + textwrap.dedent("""\
+        demonstrations: {strategy: random, k: 8}
+        grid:
+          dataset: [crossner_ai, crossner_music]
+          demonstrations:
+            - {label: random, strategy: random, pool: [conll2003:train, crossner_ai:train]}
+            - {label: bm25, strategy: bm25s, pool: [conll2003:train, crossner_ai:train]}
+        """))
+    cells = load_config(path)
+    assert len(cells) == 4 and {c.config.demonstrations.k for c in cells} == {8}
+    assert [(c.config.dataset, c.config.demonstrations.strategy) for c in cells] == [
+        ("crossner_ai", "random"), ("crossner_ai", "bm25s"), ("crossner_music", "random"), ("crossner_music", "bm25s")]
+    assert all(c.config.demonstrations.pool == ["conll2003:train", "crossner_ai:train"] for c in cells)
+
+
+def test_grid_cells_that_collapse_into_one_run_are_refused_naming_the_key(tmp_path):
+    path = write(tmp_path, BASE + textwrap.dedent("""\
+        demonstrations: {k: 2}
+        grid:
+          demonstrations:
+            - {label: first, strategy: bm25s}
+            - {label: second, strategy: bm25s}
+        """))
+    with pytest.raises(ConfigError, match=r"grid cells collapse into the same run \(demonstrations: ") as err:
+        load_config(path)
+    assert err.value.key == "grid.demonstrations" and err.value.line == 15

@@ -60,7 +60,19 @@ def _absolutise(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
+def _merged(base: Any, value: Any) -> Any:
+    """``value`` laid over ``base``: mappings merge key by key (recursively), anything else replaces."""
+    if isinstance(base, dict) and isinstance(value, dict):
+        out = dict(base)
+        for k, v in value.items():
+            out[k] = _merged(base.get(k), v)
+        return out
+    return copy.deepcopy(value)
+
+
 def _set_dotted(d: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set a grid value. A mapping merges into the block it overrides, so ``grid: {demonstrations:
+    [{strategy: bm25s}]}`` keeps the top-level ``demonstrations.k`` instead of silently dropping it."""
     for p in parts[:-1]:
         nxt = d.get(p)
         if nxt == "none" and p == "demonstrations":
@@ -69,7 +81,7 @@ def _set_dotted(d: dict[str, Any], parts: list[str], value: Any) -> None:
             nxt = {}
         d[p] = nxt = dict(nxt)
         d = nxt
-    d[parts[-1]] = copy.deepcopy(value)
+    d[parts[-1]] = _merged(d.get(parts[-1]), value)
 
 
 def _get_dotted(d: dict[str, Any], parts: list[str]) -> Any:
@@ -179,7 +191,7 @@ def expand(data: Mapping[str, Any], file: Path | None = None, lines: Lines | Non
     inherited = dict(base_cfg.cell.values) if base_cfg.cell is not None else {}
 
     cells: list[Cell] = []
-    hashes: set[str] = set()  # grid cells that resolve to the same run are run once
+    hashes: dict[str, dict[str, Any]] = {}  # config hash -> grid values of the cell that runs it
     for combo in itertools.product(*(list(enumerate(grid[k])) for k in keys)):
         for seed in base_cfg.seeds or [None]:
             cell_data = copy.deepcopy(raw)
@@ -208,13 +220,29 @@ def expand(data: Mapping[str, Any], file: Path | None = None, lines: Lines | Non
             cfg.grid = {}
             cfg.cell = None
             digest = cfg.config_hash()
-            if digest in hashes:  # e.g. zero-shot under several demonstration seeds: one run serves all
-                continue
-            hashes.add(digest)
+            if digest in hashes:
+                if cfg.demonstrations.strategy == "none" or cfg.demonstrations.k == 0:
+                    continue  # zero-shot under several selectors or seeds: one run serves them all
+                raise _collapse_error(hashes[digest], values, ctx,
+                                      {k: i for k, (i, _) in zip(keys, combo, strict=True)})
+            hashes[digest] = values
             name = cell_name(values, digest)
             cfg.cell = CellInfo(name=name, experiment=experiment, values=values)
             cells.append(Cell(cfg, values, name))
     return cells
+
+
+def _collapse_error(first: Mapping[str, Any], second: Mapping[str, Any], ctx: ConfigContext,
+                    indices: Mapping[str, int]) -> ConfigError:
+    """Two grid cells that resolve to one run: a grid value that cannot mean what it says (the error
+    points at the line of the second cell's value)."""
+    differing = [k for k in second if first.get(k) != second.get(k)] or list(second)
+    line_path = ("grid", differing[0], f"[{indices.get(differing[0], 0)}]")
+    shown = "; ".join(f"{k}: {json.dumps(first.get(k), default=str)} vs {json.dumps(second.get(k), default=str)}"
+                      for k in differing)
+    return ctx.error(("grid", differing[0]), line_path=line_path, message=f"grid cells collapse into the same run ({shown}): these values change "
+                                             "nothing once the cell is resolved; remove the duplicate values or make "
+                                             "them differ in a setting the run uses")
 
 
 def load_config(path: str | Path) -> list[Cell]:
