@@ -20,9 +20,9 @@ from openie.errors import SchemaError
 from openie.experiments.extract import (
     ConfigMismatchError,
     ExtractError,
-    RandomDemonstrations,
     extract_file,
 )
+from openie.methods.icl import RandomDemonstrations
 from openie.records import Entity, Record, read_jsonl, write_jsonl
 
 runner = CliRunner()
@@ -582,3 +582,31 @@ def test_dtype_and_engine_options_reach_the_engine_and_the_run_record(tiny_decod
     assert cfg["dtype"] == "bfloat16" and cfg["engine_options"] == {"batch_size": 5}
     res = runner.invoke(app, [*args[:-6], "--dtype", "float32", "--engine-option", "batch_size=5", "--limit", "4"])
     assert res.exit_code == 2 and "differing keys: dtype" in res.output
+
+
+def test_a_pool_from_another_corpus_builds_the_same_prompts_as_in_a_grid_cell(tmp_path):
+    """One --demos pool of another corpus is shown with that corpus's own labels, exactly as a grid cell
+    shows it (the single-pool path used to render it under the query's labels)."""
+    import textwrap
+
+    from openie.experiments.run import run_experiment
+
+    extract_engine = ScriptedEngine(lambda r: "None")
+    run("wnut16:train", tmp_path / "out.jsonl", engine=extract_engine, schema=None, limit=4, batch_size=4,
+        demonstrations="conll2003_sample:train", k=2, seed=3)
+    config = tmp_path / "exp.yaml"
+    config.write_text(textwrap.dedent("""\
+        name: parity
+        dataset: wnut16
+        split: train
+        limit: 4
+        method: {template: ner.ruie.v1, max_tokens: 128, batch_size: 4}
+        engine: {backend: hf, model: scripted}
+        demonstrations: {strategy: random, pool: conll2003_sample:train, k: 2, seed: 3}
+        """))
+    cell_engine = ScriptedEngine(lambda r: "None")
+    run_experiment(config, tmp_path / "grid", engine_factory=lambda cfg, cache: cell_engine, show_progress=False,
+                   log=lambda m: None)
+    extract_prompts = [c.prompt for c in extract_engine.calls]
+    assert extract_prompts == [c.prompt for c in cell_engine.calls] and len(extract_prompts) == 4
+    assert "Schema: ['person', 'location', 'organization', 'misc']" in extract_prompts[0]  # the pool's own labels

@@ -48,7 +48,7 @@ from openie.engines.hardware import dtype_name, resolve_dtype
 from openie.errors import OpenIEError, SchemaError
 from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector, spec_fingerprints
 from openie.methods.gliner import GLiNERExtractor
-from openie.methods.icl import Demonstrations, InContextExtractor, RandomDemonstrations
+from openie.methods.icl import Demonstrations, InContextExtractor
 from openie.metrics import entity_scores, relation_scores
 from openie.records import Event, Record
 from openie.schema import Schema
@@ -243,19 +243,6 @@ class RecordSource:
                 return
 
 
-def load_pool(source: str, data_root: str | None = None) -> list[Record]:
-    """Demonstration pool: ``NAME:SPLIT`` or a records file, read strictly (a bad pool is an error)."""
-    from openie.datasets import list_datasets, load_dataset
-    from openie.readers import read_records
-
-    name, _, split = source.partition(":")
-    if split and name in list_datasets() and not Path(source).exists():
-        return load_dataset(name, split, data_root=data_root)
-    if not Path(source).is_file():
-        raise ExtractError(f"demonstration pool {source!r} is neither a file nor a registered corpus NAME:SPLIT")
-    return read_records(source)
-
-
 def pool_fingerprint(pool: Sequence[Record]) -> str:
     digest = hashlib.sha256()
     for r in pool:
@@ -298,11 +285,7 @@ class ExtractorSpec:
         return create_engine(self.backend, self.model, self.adapters or None, cache=self.cache, **self.engine_options)
 
     def build_demonstrations(self) -> Demonstrations | None:
-        if self.selection is not None:
-            return demonstration_selector(self.selection)
-        if self.demonstrations is None:
-            return None
-        return RandomDemonstrations(load_pool(self.demonstrations, self.data_root), self.k, self.seed)
+        return demonstration_selector(self.selection) if self.selection is not None else None
 
     def build(self, engine: Engine | None = None,
               demonstrations: Demonstrations | None = None) -> InContextExtractor:
@@ -816,13 +799,11 @@ def extract_file(
             from openie.methods.ruie import RUIE
 
             demonstrations = list(RUIE(retriever_path).config.pool)
-    if demonstrations is not None and retriever == "random" and isinstance(demonstrations, str):
-        pool = load_pool(demonstrations, data_root)
-        demos = RandomDemonstrations(pool, k, seed)
-        pool_id = str(Path(demonstrations).resolve()) if Path(demonstrations).is_file() else demonstrations
-        demos_config = {"selector": "seeded-random", "pool": pool_id, "pool_size": len(pool),
-                        "pool_sha256": pool_fingerprint(pool), "k": k, "seed": seed}
-    elif demonstrations is not None or retriever == "saved":
+    if demonstrations is not None or retriever == "saved":
+        # one path for every selector and pool count, the one grid cells take (openie.methods.demonstrations):
+        # a pool read here is tagged with its corpus's own schema, so the same settings build the same prompts
+        from openie.methods.demonstrations import load_pool_sources
+
         sources = [demonstrations] if isinstance(demonstrations, str) else list(demonstrations or [])
         sources = [str(Path(p).resolve()) if Path(p).is_file() else p for p in sources]
         try:
@@ -833,7 +814,12 @@ def extract_file(
         except ValueError as err:
             raise ExtractError(str(err)) from None
         demos = demonstration_selector(selection)
-        demos_config = {"selector": retriever, **selection.describe(), "fingerprints": spec_fingerprints(selection)}
+        try:
+            pool_records = load_pool_sources(sources, builder.task, data_root)
+        except ValueError as err:
+            raise ExtractError(str(err)) from None
+        demos_config = {"selector": retriever, **selection.describe(), "pool_size": len(pool_records),
+                        "pool_sha256": pool_fingerprint(pool_records), "fingerprints": spec_fingerprints(selection)}
     if engine is not None and cache is not None:
         from openie.engines.cache import CachedEngine
 
