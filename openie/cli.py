@@ -84,13 +84,9 @@ def _key_values(items: list[str] | None, flag: str) -> dict:
 
 def load_records_arg(source: str, data_root: str | None = None, fmt: str = "auto") -> list[Record]:
     """``NAME:SPLIT`` of a registered dataset, or a path to a JSONL / CoNLL / CoNLL04 file."""
-    from openie.datasets import list_datasets, load_dataset
-    from openie.readers import read_records
+    from openie.datasets import load_records
 
-    name, _, split = source.partition(":")
-    if split and name in list_datasets() and not Path(source).exists():
-        return load_dataset(name, split, data_root=data_root)
-    return read_records(source, format=fmt)
+    return load_records(source, data_root=data_root, format=fmt)
 
 
 @data_app.command("list")

@@ -433,6 +433,19 @@ def dataset_tasks(name: str) -> list[str]:
     return get_dataset(name).task.split("+")
 
 
+def load_records(source: str | Path, *, data_root: str | Path | None = None, format: str = "auto") -> list[Record]:
+    """The one loader of "``NAME:SPLIT`` or a file": a registered corpus's split, unless a file of that
+    exact name exists; otherwise a records file (JSONL, CoNLL column file, CoNLL04 JSON; ``format``
+    as :func:`openie.readers.read_records` takes it)."""
+    from openie.readers import read_records
+
+    text = os.fspath(source)
+    name, sep, split = text.partition(":")
+    if sep and split and name in _REGISTRY and not Path(text).exists():
+        return load_dataset(name, split, data_root=data_root)
+    return read_records(text, format=format)
+
+
 def load_pool(sources: str | Sequence[str], *, tasks: Sequence[str] | None = None,
               data_root: str | Path | None = None) -> list[Record]:
     """One demonstration pool from several corpora, tagged for task-filtered retrieval (RUIE's unified pool).

@@ -6,9 +6,10 @@ import colorsys
 import hashlib
 import html
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openie.records import Entity, Record
+if TYPE_CHECKING:  # records import this module for their Jupyter display: types only, no import cycle
+    from openie.records import Entity, Record
 
 
 def label_colour(label: str) -> str:

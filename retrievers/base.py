@@ -234,7 +234,29 @@ def progress_enabled(show_progress: bool | None) -> bool:
     return sys.stderr.isatty()
 
 
+
+
+class MemoizedRetriever:
+    """A deterministic retriever whose results are remembered per query: the top ``k`` is a prefix of a larger top ``k``."""
+
+    def __init__(self, retriever: Retriever, size: int = 100_000) -> None:
+        self.retriever, self.size = retriever, size
+        self._memo: dict[tuple, tuple[int, list[Result]]] = {}
+
+    def retrieve(self, query: Record | str, k: int, *, task: str | None = None,
+                 exclude_text: str | None = None) -> list[Result]:
+        key = (query.id if isinstance(query, Record) else None, getattr(query, "text", query), task, exclude_text)
+        hit = self._memo.get(key)
+        if hit is not None and (hit[0] >= k or len(hit[1]) < hit[0]):
+            return hit[1][:k]
+        results = self.retriever.retrieve(query, k, task=task, exclude_text=exclude_text)
+        if len(self._memo) >= self.size:
+            self._memo.pop(next(iter(self._memo)))
+        self._memo[key] = (k, results)
+        return results
+
+
 __all__ = [
-    "RecordPool", "Reranker", "Result", "Retriever", "as_demonstrations", "duplicate_key", "query_text",
+    "MemoizedRetriever", "RecordPool", "Reranker", "Result", "Retriever", "as_demonstrations", "duplicate_key", "query_text",
     "read_config", "record_task", "write_config",
 ]

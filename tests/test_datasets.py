@@ -167,3 +167,16 @@ def test_load_pool_repeats_multi_task_corpora_once_per_task(shared_data):
     assert len(ner) == len(re_) == len(load_dataset("conll04", "train"))
     assert ner[0].meta["schema"]["re"] == ["Work_For", "Kill", "OrgBased_In", "Live_In", "Located_In"]
     assert len(load_pool(["conll04:train"], tasks=["re"])) == len(re_)
+
+
+def test_load_records_reads_a_registered_split_or_a_file(tmp_path, monkeypatch):
+    from openie.datasets import load_records
+    from openie.records import write_jsonl
+
+    assert [r.id for r in load_records("conll2003_sample:dev")[:2]] == ["conll2003_sample-dev-0", "conll2003_sample-dev-1"]
+    path = tmp_path / "mine.jsonl"
+    write_jsonl([Record("a", "Ada in Paris")], path)
+    assert [r.id for r in load_records(path)] == ["a"]
+    monkeypatch.chdir(tmp_path)  # a file named exactly like NAME:SPLIT wins over the corpus
+    write_jsonl([Record("b", "Bob")], tmp_path / "conll2003_sample:dev")
+    assert [r.id for r in load_records("conll2003_sample:dev", format="jsonl")] == ["b"]

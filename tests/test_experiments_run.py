@@ -285,6 +285,13 @@ def test_cli_run_report_and_force(tmp_path, monkeypatch):
     bad = write_config(tmp_path, GRID.replace("max_tokens: 64", "max_tokenz: 64"))
     failed = runner.invoke(app, ["experiment", "run", str(bad)])
     assert failed.exit_code == 2 and "method.max_tokenz" in failed.output and "line 7" in failed.output
+    overridden = runner.invoke(app, ["experiment", "run", str(cell_config), "--dtype", "float16", "--engine-option",
+                                     "batch_size=3", "--no-report"])
+    assert "1 cell(s) run, 0 skipped" in overridden.output, overridden.output  # other settings: runs again
+    rerun = load_config(cell_config)[0].config.engine
+    assert (rerun.dtype, rerun.options) == ("float16", {"batch_size": 3})
+    wrong = runner.invoke(app, ["experiment", "run", str(cell_config), "--engine-option", "batchsize=3"])
+    assert wrong.exit_code == 2 and "'batchsize' (did you mean 'batch_size'?)" in wrong.output
 
 
 def test_a_baner_cell_sends_one_constrained_prompt_per_type_with_the_engines_adapter(tmp_path):

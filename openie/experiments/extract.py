@@ -31,7 +31,6 @@ only the step "batches of records -> predictions" changes, reading, resuming and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -45,23 +44,30 @@ from tqdm.auto import tqdm
 
 from openie.engines.base import Engine, adapter_content_hash
 from openie.engines.hardware import dtype_name, resolve_dtype
-from openie.errors import OpenIEError, SchemaError
+from openie.errors import SchemaError
+from openie.experiments.job import (  # noqa: F401  (re-exported: the job's parts, shared with Ray and grid cells)
+    INDEX_EVERY,
+    JSONL_SUFFIXES,
+    BatchCounts,
+    ExtractError,
+    ExtractorSpec,
+    InputScan,
+    RecordSource,
+    _parse_line,
+    model_input,
+    pool_fingerprint,
+    predict_batch,
+)
 from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector, spec_fingerprints
 from openie.methods.gliner import GLiNERExtractor
-from openie.methods.icl import Demonstrations, InContextExtractor
+from openie.methods.icl import Demonstrations
 from openie.metrics import entity_scores, relation_scores
-from openie.records import Event, Record
+from openie.records import Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
 
 METHODS = ("icl", "ruie", "gliner", "baner", "retrieveall", "el4ner", "dspy")
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
-INDEX_EVERY = 1024  # a byte offset is kept every this many valid records (Ray workers seek to them)
 CONFIG_VERSION = 1
-
-
-class ExtractError(OpenIEError, ValueError):
-    """An extraction run that cannot start or continue as asked (the message says what to change)."""
 
 
 class ConfigMismatchError(ExtractError):
@@ -78,262 +84,6 @@ class ConfigMismatchError(ExtractError):
 def _short(value: Any, width: int = 80) -> str:
     text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-# =============================================================================================
-# input
-# =============================================================================================
-
-def _parse_line(raw: bytes) -> Record | str | None:
-    """A record, or the reason the line is not one (``None`` for a blank line)."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return f"not UTF-8 ({err.reason} at byte {err.start})"
-    if not line.strip():
-        return None
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        return f"invalid JSON: {err.msg} (column {err.colno})"
-    try:
-        record = Record.from_dict(obj)
-    except (KeyError, TypeError, ValueError) as err:
-        return f"not a record: {err}"
-    problems = record.check_offsets()
-    if problems:
-        return f"record {record.id!r}: {problems[0]}"
-    return record
-
-
-@dataclass(frozen=True)
-class InputScan:
-    """What the first pass over the input found; small (no records), so it travels to Ray workers."""
-
-    total: int  # valid records
-    bad_lines: frozenset[int]  # line numbers (1-based) to skip: malformed or duplicate ids
-    index: tuple[tuple[int, int, int], ...] = ()  # (valid record index, byte offset, line number)
-    entity_labels: Mapping[str, int] = field(default_factory=dict)  # gold entity label -> count
-    relations: int = 0  # gold relations
-
-    @property
-    def malformed(self) -> int:
-        return len(self.bad_lines)
-
-    @property
-    def has_gold(self) -> bool:
-        return bool(self.entity_labels) or self.relations > 0
-
-
-@dataclass
-class RecordSource:
-    """The input: a JSONL file of records (streamed), another records file (CoNLL, CoNLL04 JSON;
-    read whole), or a registered corpus ``NAME:SPLIT``."""
-
-    spec: str
-    data_root: str | None = None
-
-    def __post_init__(self) -> None:
-        from openie.datasets import list_datasets
-
-        self.spec = str(self.spec)
-        path = Path(self.spec).expanduser()
-        name, _, split = self.spec.partition(":")
-        self._records: list[Record] | None = None
-        if path.is_file():
-            self.path: Path | None = path.resolve()
-            self.kind = "jsonl" if path.suffix.lower() in JSONL_SUFFIXES else "file"
-        elif split and name in list_datasets():
-            self.path, self.kind = None, "dataset"
-        elif path.exists():
-            raise ExtractError(f"input {self.spec} is not a file")
-        else:
-            raise ExtractError(f"input {self.spec!r} is neither an existing file nor a registered corpus NAME:SPLIT "
-                               f"(corpora: {', '.join(list_datasets())})")
-
-    def __getstate__(self) -> dict[str, Any]:  # Ray ships the source, not records loaded by the driver
-        return {**self.__dict__, "_records": None}
-
-    @property
-    def id(self) -> str:
-        """What the configuration records as the input."""
-        return str(self.path) if self.path is not None else self.spec
-
-    @property
-    def dataset(self) -> str | None:
-        return self.spec.partition(":")[0] if self.kind == "dataset" else None
-
-    def _loaded(self) -> list[Record]:
-        if self._records is None:
-            if self.kind == "dataset":
-                from openie.datasets import load_dataset
-
-                name, _, split = self.spec.partition(":")
-                self._records = load_dataset(name, split, data_root=self.data_root)
-            else:
-                from openie.readers import read_records
-
-                self._records = read_records(self.path)  # type: ignore[arg-type]
-        return self._records
-
-    def _items(self, offset: int = 0, lineno: int = 0) -> Iterator[tuple[int, int, Record | str | None, bytes]]:
-        """(line number, byte offset, record | reason | None, raw line) from ``offset`` on."""
-        if self.kind != "jsonl":
-            for i, r in enumerate(self._loaded()):
-                yield i + 1, 0, r, b""
-            return
-        with open(self.path, "rb") as fh:  # type: ignore[arg-type]
-            fh.seek(offset)
-            for raw in fh:
-                lineno += 1
-                yield lineno, offset, _parse_line(raw), raw
-                offset += len(raw)
-
-    def scan(self, errors_path: Path | None = None) -> InputScan:
-        """First pass: validate every line, report bad ones to ``errors_path`` (rewritten each run)."""
-        if errors_path is not None:
-            errors_path.unlink(missing_ok=True)
-        errors: IO[str] | None = None
-        seen: dict[str, int] = {}
-        bad: set[int] = set()
-        index: list[tuple[int, int, int]] = []
-        labels: Counter[str] = Counter()
-        relations = total = 0
-        try:
-            for lineno, offset, item, raw in self._items():
-                if item is None:
-                    continue
-                if isinstance(item, Record) and item.id in seen:
-                    item = f"duplicate record id {item.id!r} (first on line {seen[item.id]})"
-                if isinstance(item, str):
-                    bad.add(lineno)
-                    if errors_path is not None:
-                        if errors is None:
-                            errors_path.parent.mkdir(parents=True, exist_ok=True)
-                            errors = open(errors_path, "w", encoding="utf-8")
-                        errors.write(json.dumps({"line": lineno, "reason": item,
-                                                 "raw": raw.decode("utf-8", "replace").rstrip("\r\n")},
-                                                ensure_ascii=False) + "\n")
-                    continue
-                seen[item.id] = lineno
-                if self.kind == "jsonl" and total % INDEX_EVERY == 0:
-                    index.append((total, offset, lineno - 1))
-                total += 1
-                labels.update(e.label for e in item.entities)
-                relations += len(item.relations)
-        finally:
-            if errors is not None:
-                errors.close()
-        return InputScan(total, frozenset(bad), tuple(index), dict(labels), relations)
-
-    def records(self, scan: InputScan, start: int = 0, stop: int | None = None) -> Iterator[Record]:
-        """Valid records ``start`` (inclusive) to ``stop`` (exclusive), in input order."""
-        stop = scan.total if stop is None else min(stop, scan.total)
-        if start >= stop:
-            return
-        entry = max((e for e in scan.index if e[0] <= start), default=(0, 0, 0))
-        n = entry[0]
-        for lineno, _, item, _ in self._items(entry[1], entry[2]):
-            if not isinstance(item, Record) or lineno in scan.bad_lines:
-                continue
-            if n >= start:
-                yield item
-            n += 1
-            if n >= stop:
-                return
-
-
-def pool_fingerprint(pool: Sequence[Record]) -> str:
-    digest = hashlib.sha256()
-    for r in pool:
-        digest.update(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n")
-    return digest.hexdigest()
-
-
-# =============================================================================================
-# configuration: what builds the extractor, here and in every Ray worker
-# =============================================================================================
-
-@dataclass(frozen=True)
-class ExtractorSpec:
-    """Everything a process needs to build the same extractor (picklable: Ray workers get a copy)."""
-
-    template: str
-    schema: dict[str, Any]
-    backend: str = "auto"
-    model: str = "gemma-3-270m"
-    adapters: dict[str, str] = field(default_factory=dict)
-    adapter: str | None = None
-    engine_options: dict[str, Any] = field(default_factory=dict)
-    max_tokens: int = 128
-    batch_size: int = 32
-    constrained: bool = True
-    demonstrations: str | None = None
-    k: int = 4
-    seed: int = 0
-    data_root: str | None = None
-    cache: str | None = None
-    engine_factory: Callable[[], Engine] | None = None  # instead of create_engine (tests, custom engines)
-    selection: DemonstrationSpec | None = None  # a retriever instead of random draws from ``demonstrations``
-    save_io: bool = False  # keep prompts and raw answers (written to <output>.io.jsonl)
-
-    def build_engine(self) -> Engine:
-        if self.engine_factory is not None:
-            return self.engine_factory()
-        from openie.engines import create_engine
-
-        return create_engine(self.backend, self.model, self.adapters or None, cache=self.cache, **self.engine_options)
-
-    def build_demonstrations(self) -> Demonstrations | None:
-        return demonstration_selector(self.selection) if self.selection is not None else None
-
-    def build(self, engine: Engine | None = None,
-              demonstrations: Demonstrations | None = None) -> InContextExtractor:
-        builder = PromptBuilder(self.template, Schema.from_dict(self.schema))
-        return InContextExtractor(engine or self.build_engine(), builder,
-                                  demonstrations=demonstrations or self.build_demonstrations(),
-                                  adapter=self.adapter, max_tokens=self.max_tokens, batch_size=self.batch_size,
-                                  constrained=self.constrained, show_progress=False, save_io=self.save_io)
-
-
-def model_input(record: Record, task: str) -> Record:
-    """What the model may see: no gold, except event triggers for argument extraction (its input)."""
-    shown = record.without_annotations()
-    if task == "eae":
-        shown.events = [Event(ev.trigger) for ev in record.events]
-    return shown
-
-
-@dataclass
-class BatchCounts:
-    prompts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-
-    def __iadd__(self, other: BatchCounts) -> BatchCounts:
-        for k, v in asdict(other).items():
-            setattr(self, k, getattr(self, k) + v)
-        return self
-
-
-def _cache_counts(engine: Any) -> tuple[int, int]:
-    stats = getattr(engine, "stats", None)
-    return (stats.hits, stats.misses) if stats is not None and hasattr(stats, "hits") else (0, 0)
-
-
-def predict_batch(extractor: InContextExtractor | GLiNERExtractor,
-                  records: Sequence[Record]) -> tuple[list[Record], BatchCounts]:
-    """One batch through the extractor (gold hidden); demonstration ids land in each prediction's meta."""
-    s = extractor.stats
-    before = (s.prompts, s.prompt_tokens, s.completion_tokens, *_cache_counts(extractor.engine))
-    preds = extractor.extract_batch([model_input(r, extractor.task) for r in records])
-    if extractor.demonstrations is not None:
-        for r, p in zip(records, preds, strict=True):
-            p.meta["demo_ids"] = [d.id for d in extractor.demonstrations(r) if d.text != r.text]
-    after = (s.prompts, s.prompt_tokens, s.completion_tokens, *_cache_counts(extractor.engine))
-    return preds, BatchCounts(*(a - b for a, b in zip(after, before, strict=True)))
 
 
 # =============================================================================================

@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from openie.errors import OpenIEError
-from openie.experiments.extract import (
+from openie.experiments.job import (
     BatchCounts,
     ExtractError,
     ExtractorSpec,

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from openie.engines.base import Engine
 from openie.engines.hardware import hardware_summary
 from openie.experiments.config import EngineConfig, ExperimentConfig, method_default_pool
-from openie.experiments.extract import model_input
 from openie.experiments.grid import Cell, load_config
+from openie.experiments.job import model_input
 from openie.methods.demonstrations import demonstration_selector as selector_from_spec
 from openie.records import Record
 
@@ -43,14 +43,10 @@ EXPERIMENT_FILE = "experiment.yaml"
 
 
 def load_records(source: str, data_root: str | None = None) -> list[Record]:
-    """``NAME:SPLIT`` of a registered dataset, or a records file (JSONL, CoNLL, CoNLL04)."""
-    from openie.datasets import list_datasets, load_dataset
-    from openie.readers import read_records
+    """``NAME:SPLIT`` of a registered dataset, or a records file (:func:`openie.datasets.load_records`)."""
+    from openie.datasets import load_records as load
 
-    name, sep, split = source.partition(":")
-    if sep and name in list_datasets():
-        return load_dataset(name, split, data_root=data_root)
-    return read_records(source)
+    return load(source, data_root=data_root)
 
 
 def evaluation_records(cfg: ExperimentConfig) -> list[Record]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from openie.methods.icl import RandomDemonstrations, RetrieverDemonstrations
 from openie.records import Record
-from retrievers.base import Result, Retriever
+from retrievers.base import MemoizedRetriever
 
 STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
 RETRIEVER_STRATEGIES = ("bm25", "bm25s", "dense", "entity_knn")
@@ -83,26 +83,6 @@ def load_pool_sources(sources: Sequence[str], task: str | None = None, data_root
             raise ValueError(f"demonstration pool {source!r} is neither a registered corpus NAME:SPLIT "
                              "nor a records file")
     return pool
-
-
-class MemoizedRetriever:
-    """A deterministic retriever whose results are remembered per query: the top ``k`` is a prefix of a larger top ``k``."""
-
-    def __init__(self, retriever: Retriever, size: int = 100_000) -> None:
-        self.retriever, self.size = retriever, size
-        self._memo: dict[tuple, tuple[int, list[Result]]] = {}
-
-    def retrieve(self, query: Record | str, k: int, *, task: str | None = None,
-                 exclude_text: str | None = None) -> list[Result]:
-        key = (query.id if isinstance(query, Record) else None, getattr(query, "text", query), task, exclude_text)
-        hit = self._memo.get(key)
-        if hit is not None and (hit[0] >= k or len(hit[1]) < hit[0]):
-            return hit[1][:k]
-        results = self.retriever.retrieve(query, k, task=task, exclude_text=exclude_text)
-        if len(self._memo) >= self.size:
-            self._memo.pop(next(iter(self._memo)))
-        self._memo[key] = (k, results)
-        return results
 
 
 _RETRIEVERS: dict[str, MemoizedRetriever] = {}

@@ -398,8 +398,8 @@ class RUIE:
     def extractor(self, engine: Engine, schema: Schema, *, k: int = 8, template: str | None = None,
                   **kw: Any):
         """An ``InContextExtractor`` whose demonstrations come from the distilled retriever."""
-        from openie.methods.demonstrations import MemoizedRetriever
         from openie.methods.icl import InContextExtractor, RetrieverDemonstrations
+        from retrievers.base import MemoizedRetriever
 
         builder = PromptBuilder(template or INFERENCE_TEMPLATES[self.config.tasks[0]], schema)
         demos = RetrieverDemonstrations(MemoizedRetriever(self.retriever()), k, task=builder.task)
