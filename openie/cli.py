@@ -192,7 +192,8 @@ def extract_cmd(
                                              "dspy (a DSPy program on the engine: --method-option program=predict|chain_of_thought|agent, "
                                              "tools, gliner=CKPT, ner_retriever=DIR, retriever=bm25|bm25s|dense|saved:DIR, pool, knn_k, "
                                              "max_iters, dspy_adapter=chat|chat_only|json, compiled=DIR, max_tokens, task=ner|re|ee; "
-                                             "--demos is its pool, --k its knn_k).")] = "icl",
+                                             "--demos is its pool, --k its knn_k); or any method registered through "
+                                             "the openie.methods entry points (openie methods lists them).")] = "icl",
     method_option: Annotated[list[str] | None, typer.Option(help="Method keyword KEY=VALUE (JSON values), e.g. threshold=0.4, labels=description.")] = None,
     retriever: Annotated[str, typer.Option(help="Demonstration selection: random, bm25, bm25s, dense, entity_knn, ruie, saved.")] = "random",
     retriever_path: Annotated[Path | None, typer.Option(help="RUIE work folder (ruie) or saved retriever (saved).")] = None,
@@ -728,6 +729,19 @@ def retrieve_type(
             line["mention_text"] = texts[h.doc_id][h.mention[0]:h.mention[1]]
             line["text"] = texts[h.doc_id]
         typer.echo(json.dumps(line, ensure_ascii=False))
+
+
+@app.command("methods")
+def methods_list() -> None:
+    """Extraction methods: the built-ins, then those registered through the openie.methods entry points."""
+    from openie.methods.registry import BUILTIN_METHODS, get_method, registered_methods
+
+    for name in registered_methods():
+        if name in BUILTIN_METHODS:
+            typer.echo(f"{name:<16} built-in")
+        else:
+            reg = get_method(name)
+            typer.echo(f"{name:<16} {reg.key:<20} {reg.description}")
 
 
 @app.command("quickstart")

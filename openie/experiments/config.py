@@ -276,6 +276,10 @@ class ExperimentConfig:
                    "template": None if self.method.name == "dspy" else default_registry().get(self.method.template).version,
                    "schema": self.load_schema().to_dict(),
                    "adapters": {n: _adapter_hash(p) for n, p in sorted(self.engine.adapters.items())}}
+        if self.method.name not in METHODS:  # a registered method: its version says which code ran
+            from openie.methods.registry import get_method
+
+            payload["method_version"] = get_method(self.method.name).key
         if self.method.name == "gliner":  # the checkpoint's weights, not only its path
             from openie.methods.demonstrations import weights_fingerprint
 
@@ -633,7 +637,23 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
         raise ctx.error(("task",), f"dataset {cfg.dataset!r} has no {kind} annotations (its task is {spec.task})")
 
     m = cfg.method
-    _choice(m.name, METHODS, ("method", "name"), ctx, "method")
+    if m.name not in METHODS:  # a registered method (openie.methods.registry): its options are its dataclass
+        from openie.methods.registry import BUILTIN_METHODS, MethodError, get_method, registered_methods
+
+        try:
+            reg = get_method(m.name)
+        except MethodError:
+            _choice(m.name, [n for n in registered_methods() if n in METHODS or n not in BUILTIN_METHODS],
+                    ("method", "name"), ctx, "method")
+            raise
+        try:
+            reg.parse_options(m.options, "method.options")
+        except MethodError as err:
+            raise ctx.error(tuple(err.key.split(".")) if err.key else ("method", "options"), err.reason) from None
+        if not reg.takes_demonstrations and cfg.demonstrations.k:
+            raise ctx.error(("demonstrations", "k"), f"method {m.name} takes no demonstrations: use k: 0 (or none)")
+    else:
+        _choice(m.name, METHODS, ("method", "name"), ctx, "method")
     registry = default_registry()
     _choice(m.template, registry.names(), ("method", "template"), ctx, "template")
     template_task = registry.get(m.template).task
@@ -699,7 +719,7 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
             check_options(m.options, task=cfg.task, default_pool=method_default_pool(cfg))
         except DSPyOptionsError as err:
             raise ctx.error(("method", "options", *(err.key.split(".") if err.key else ())), err.reason) from None
-    elif m.options:
+    elif m.options and m.name in METHODS:  # a registered method's options were checked above
         raise ctx.error(("method", "options"), f"method {m.name!r} takes no options")
     if m.name != "el4ner" and registry.get(m.template).format.startswith("el4ner"):
         raise ctx.error(("method", "template"), f"template {m.template!r} is a stage of method el4ner, which renders "

@@ -61,6 +61,7 @@ from openie.experiments.job import (  # noqa: F401  (re-exported: the job's part
 from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector, spec_fingerprints
 from openie.methods.gliner import GLiNERExtractor
 from openie.methods.icl import Demonstrations
+from openie.methods.registry import MethodError, get_method
 from openie.metrics import entity_scores, relation_scores
 from openie.records import Record
 from openie.schema import Schema
@@ -434,8 +435,12 @@ def extract_file(
     Raises :class:`ConfigMismatchError` when ``output`` was written with another configuration.
     """
     t0 = time.perf_counter()
+    registration = None
     if method not in METHODS:
-        raise ExtractError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+        try:
+            registration = get_method(method)
+        except MethodError as err:
+            raise ExtractError(str(err)) from None
     if batch_size < 1 or max_tokens < 1:
         raise ExtractError(f"batch_size and max_tokens must be >= 1, got {batch_size} and {max_tokens}")
     if limit is not None and limit < 0:
@@ -538,6 +543,15 @@ def extract_file(
             dspy_fingerprints = option_fingerprints(dspy_options)
         except DSPyOptionsError as err:
             raise ExtractError(str(err)) from None
+    elif registration is not None:
+        try:
+            registered_options = registration.parse_options(method_options, "method options")
+        except MethodError as err:
+            raise ExtractError(str(err)) from None
+        if demonstrations is not None and not registration.takes_demonstrations:
+            raise ExtractError(f"method {method!r} takes no demonstrations")
+        if not registration.needs_engine and (engine is not None or engine_factory is not None):
+            raise ExtractError(f"method {method!r} runs no LLM engine: pass no engine or engine_factory")
     elif method_options:
         raise ExtractError(f"method {method!r} takes no method options (got {sorted(method_options)})")
     if method == "ruie":
@@ -627,13 +641,18 @@ def extract_file(
         config.update(task=dspy_options["task"], template=None, constrained=None,
                       max_tokens=dspy_options["max_tokens"] or max_tokens,
                       method_options={**dspy_options, "fingerprints": dspy_fingerprints})
+    if registration is not None:
+        config.update(method_options=registration.describe(registered_options))
+        if not registration.needs_engine:
+            config.update(backend=None, model=None, adapters={}, dtype=None)
     if gliner_extractor is not None:  # no LLM: the encoder's identity replaces the engine's
         config.update(template=None, backend=None, model=None, adapters={}, max_tokens=None, constrained=None,
                       method_options=gliner_extractor.describe())
     spec = ExtractorSpec(template, resolved_schema.to_dict(), backend, model, adapters, adapter,
                          dict(engine_options or {}), max_tokens, batch_size, constrained,
                          demonstrations if isinstance(demonstrations, str) else None, k, seed,
-                         data_root, str(cache) if cache is not None else None, engine_factory, selection, save_io)
+                         data_root, str(cache) if cache is not None else None, engine_factory, selection, save_io,
+                         method, dict(method_options or {}), str(output.parent / f"{output.name}.{method}"))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a+b") as out:
@@ -743,10 +762,10 @@ def extract_file(
                                                                 dict(method_options or {}), adapter=adapter,
                                                                 model=model, data_root=data_root)
                     else:
-                        if engine is None:
+                        if engine is None and (registration is None or registration.needs_engine):
                             owned = spec.build_engine()
                         extractor = spec.build(engine or owned, demos)
-                    cached = hasattr(getattr(extractor.engine, "stats", None), "hits")
+                    cached = hasattr(getattr(getattr(extractor, "engine", None), "stats", None), "hits")
                     stream = ((b, *predict_batch(extractor, b)) for b in batches)
                     t_loop = time.perf_counter()  # model loading is not extraction time
                 bar = tqdm(total=total, initial=done, desc="extract", unit="rec", disable=not show_progress,

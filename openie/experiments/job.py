@@ -20,6 +20,7 @@ from openie.errors import OpenIEError
 from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector
 from openie.methods.gliner import GLiNERExtractor
 from openie.methods.icl import Demonstrations, InContextExtractor
+from openie.methods.registry import Extractor, MethodContext, get_method, is_registered
 from openie.records import Event, Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
@@ -223,6 +224,9 @@ class ExtractorSpec:
     engine_factory: Callable[[], Engine] | None = None  # instead of create_engine (tests, custom engines)
     selection: DemonstrationSpec | None = None  # a retriever instead of random draws from ``demonstrations``
     save_io: bool = False  # keep prompts and raw answers (written to <output>.io.jsonl)
+    method: str = "icl"  # a registered method (openie.methods.registry) is built through its registration
+    method_options: dict[str, Any] = field(default_factory=dict)
+    workdir: str | None = None
 
     def build_engine(self) -> Engine:
         if self.engine_factory is not None:
@@ -234,8 +238,15 @@ class ExtractorSpec:
     def build_demonstrations(self) -> Demonstrations | None:
         return demonstration_selector(self.selection) if self.selection is not None else None
 
-    def build(self, engine: Engine | None = None,
-              demonstrations: Demonstrations | None = None) -> InContextExtractor:
+    def build(self, engine: Engine | None = None, demonstrations: Demonstrations | None = None) -> Any:
+        if is_registered(self.method):
+            reg = get_method(self.method)
+            context = MethodContext(
+                Schema.from_dict(self.schema), (engine or self.build_engine()) if reg.needs_engine else None,
+                self.template, (demonstrations or self.build_demonstrations()) if reg.takes_demonstrations else None,
+                self.adapter, self.max_tokens, self.batch_size, self.constrained, self.data_root,
+                Path(self.workdir) if self.workdir else None)
+            return reg.build(context, reg.parse_options(self.method_options))
         builder = PromptBuilder(self.template, Schema.from_dict(self.schema))
         return InContextExtractor(engine or self.build_engine(), builder,
                                   demonstrations=demonstrations or self.build_demonstrations(),
@@ -270,16 +281,25 @@ def _cache_counts(engine: Any) -> tuple[int, int]:
     return (stats.hits, stats.misses) if stats is not None and hasattr(stats, "hits") else (0, 0)
 
 
-def predict_batch(extractor: InContextExtractor | GLiNERExtractor,
+def _counts(extractor: Any) -> tuple[int, ...]:
+    """(prompts, prompt tokens, generated tokens, cache hits, misses) so far; a method without some of them counts 0."""
+    s = getattr(extractor, "stats", None)
+    return (*(int(getattr(s, k, 0) or 0) for k in ("prompts", "prompt_tokens", "completion_tokens")),
+            *_cache_counts(getattr(extractor, "engine", None)))
+
+
+def predict_batch(extractor: InContextExtractor | GLiNERExtractor | Extractor,
                   records: Sequence[Record]) -> tuple[list[Record], BatchCounts]:
     """One batch through the extractor (gold hidden); demonstration ids land in each prediction's meta."""
-    s = extractor.stats
-    before = (s.prompts, s.prompt_tokens, s.completion_tokens, *_cache_counts(extractor.engine))
+    before = _counts(extractor)
     preds = extractor.extract_batch([model_input(r, extractor.task) for r in records])
-    if extractor.demonstrations is not None:
+    if len(preds) != len(records):
+        raise ExtractError(f"the method returned {len(preds)} predictions for a batch of {len(records)} records")
+    demonstrations = getattr(extractor, "demonstrations", None)
+    if demonstrations is not None:
         for r, p in zip(records, preds, strict=True):
-            p.meta["demo_ids"] = [d.id for d in extractor.demonstrations(r) if d.text != r.text]
-    after = (s.prompts, s.prompt_tokens, s.completion_tokens, *_cache_counts(extractor.engine))
+            p.meta["demo_ids"] = [d.id for d in demonstrations(r) if d.text != r.text]
+    after = _counts(extractor)
     return preds, BatchCounts(*(a - b for a, b in zip(after, before, strict=True)))
 
 

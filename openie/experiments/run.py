@@ -29,6 +29,7 @@ from openie.experiments.config import EngineConfig, ExperimentConfig, method_def
 from openie.experiments.grid import Cell, load_config
 from openie.experiments.job import model_input
 from openie.methods.demonstrations import demonstration_selector as selector_from_spec
+from openie.methods.registry import MethodContext, get_method, is_registered
 from openie.records import Record
 
 EngineFactory = Callable[[EngineConfig, "str | None"], Engine]
@@ -266,7 +267,10 @@ def el4ner_extractor(cfg: ExperimentConfig, engine: Engine | None, span_cache: P
 
 
 def needs_engine(cfg: ExperimentConfig) -> bool:
-    """Encoder methods (gliner) bring their own model: no LLM engine is started for them."""
+    """Encoder methods (gliner, a registered method without an engine) bring their own model: no LLM
+    engine is started for them."""
+    if is_registered(cfg.method.name):
+        return get_method(cfg.method.name).needs_engine
     return cfg.method.name != "gliner"
 
 
@@ -328,6 +332,12 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
     elif m.name == "el4ner":
         extractor = el4ner_extractor(cfg, engine, cell_dir.parent / "el4ner-pool-spans.jsonl",
                                      member_engine or (lambda ec: create_cell_engine(ec, cfg.cache_path)))
+    elif is_registered(m.name):
+        reg = get_method(m.name)
+        context = MethodContext(cfg.load_schema(), engine if reg.needs_engine else None, m.template,
+                                selector if reg.takes_demonstrations else None, cfg.engine.adapter, m.max_tokens,
+                                m.batch_size, m.constrained, cfg.data_root, cell_dir)
+        extractor = reg.build(context, reg.parse_options(m.options))
     else:
         extractor = InContextExtractor(engine, builder, demonstrations=selector,
                                        adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size,
