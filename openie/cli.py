@@ -193,7 +193,7 @@ def extract_cmd(
                                              "tools, gliner=CKPT, ner_retriever=DIR, retriever=bm25|bm25s|dense|saved:DIR, pool, knn_k, "
                                              "max_iters, dspy_adapter=chat|chat_only|json, compiled=DIR, max_tokens, task=ner|re|ee; "
                                              "--demos is its pool, --k its knn_k); or any method registered through "
-                                             "the openie.methods entry points (openie methods lists them).")] = "icl",
+                                             "the openie.methods entry points (openie method list; openie method new NAME starts one).")] = "icl",
     method_option: Annotated[list[str] | None, typer.Option(help="Method keyword KEY=VALUE (JSON values), e.g. threshold=0.4, labels=description.")] = None,
     retriever: Annotated[str, typer.Option(help="Demonstration selection: random, bm25, bm25s, dense, entity_knn, ruie, saved.")] = "random",
     retriever_path: Annotated[Path | None, typer.Option(help="RUIE work folder (ruie) or saved retriever (saved).")] = None,
@@ -731,8 +731,12 @@ def retrieve_type(
         typer.echo(json.dumps(line, ensure_ascii=False))
 
 
-@app.command("methods")
-def methods_list() -> None:
+method_app = typer.Typer(help="Extraction methods: list them, start a new one.", no_args_is_help=True)
+app.add_typer(method_app, name="method")
+
+
+@method_app.command("list")
+def method_list() -> None:
     """Extraction methods: the built-ins, then those registered through the openie.methods entry points."""
     from openie.methods.registry import BUILTIN_METHODS, get_method, registered_methods
 
@@ -742,6 +746,22 @@ def methods_list() -> None:
         else:
             reg = get_method(name)
             typer.echo(f"{name:<16} {reg.key:<20} {reg.description}")
+
+
+@method_app.command("new")
+def method_new(
+    name: Annotated[str, typer.Argument(help="The method's name (a lowercase Python identifier).")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where the project folder openie-NAME is made.")] = Path("."),
+) -> None:
+    """Write a working method package (pipeline, options, registration, entry point, test) to start from."""
+    from openie.methods.scaffold import new_method
+
+    try:
+        root = new_method(name, directory)
+    except (OpenIEError, OSError) as err:
+        _fail(err)
+    typer.echo(f"method {name!r} -> {root}\n  cd {root} && pip install --no-deps --no-build-isolation -e . "
+               f"&& python -m pytest tests && openie method list")
 
 
 @app.command("quickstart")

@@ -43,7 +43,7 @@ from typing import IO, Any
 from tqdm.auto import tqdm
 
 from openie.engines.base import Engine, adapter_content_hash
-from openie.engines.hardware import dtype_name, resolve_dtype
+from openie.engines.hardware import announce, dtype_name, resolve_dtype
 from openie.errors import SchemaError
 from openie.experiments.job import (  # noqa: F401  (re-exported: the job's parts, shared with Ray and grid cells)
     INDEX_EVERY,
@@ -601,7 +601,9 @@ def extract_file(
         dtype = dtype_name(engine_options.get("dtype"))  # a factory's engine: as its options say, if they say
     else:
         device = str(engine_options.get("device", "auto")) if backend == "hf" else "auto"
-        dtype = resolve_dtype(engine_options.get("dtype", "auto"), device).dtype
+        choice = resolve_dtype(engine_options.get("dtype", "auto"), device)
+        announce(choice)
+        dtype = choice.dtype
         engine_options["dtype"] = dtype  # every engine of the run (Ray workers, EL4NER members) gets the same
     adapter_hashes = {name: adapter_content_hash(path) for name, path in adapters.items()}
     if adapter is not None and adapter not in adapter_hashes and engine is not None:
