@@ -24,9 +24,15 @@ def test_dspy_predict_runs_on_an_openie_engine_with_the_named_adapter():
 
 
 def test_chat_template_models_get_messages():
+    from openie.engines.base import EngineCapabilities
+
+    class Tokenizer:
+        chat_template = "{{ messages }}"
+
     class WithTemplate(ScriptedEngine):
-        class tokenizer:  # noqa: N801 - stands in for a tokenizer attribute
-            chat_template = "{{ messages }}"
+        @property
+        def capabilities(self):  # the engine declares the tokenizer it encodes prompts with
+            return EngineCapabilities(tokenizer=Tokenizer())
 
     eng = WithTemplate(lambda r: ANSWER)
     with dspy.context(lm=openie_lm(eng)):

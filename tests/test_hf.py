@@ -67,6 +67,9 @@ def engine(tiny_decoder_path, adapters) -> TransformersEngine:
 
 def test_engine_protocol_and_fingerprints(engine, adapters):
     assert isinstance(engine, Engine)
+    caps = engine.capabilities
+    assert caps.context_length == engine.max_model_len and caps.tokenizer is engine.tokenizer
+    assert caps.structured_outputs and caps.allowed_texts and caps.loglikelihood and caps.lora
     assert engine.model_id and engine.adapters == ["a", "b"]
     assert engine.adapter_fingerprint(None) == ""
     fa, fb = engine.adapter_fingerprint("a"), engine.adapter_fingerprint("b")

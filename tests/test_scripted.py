@@ -35,3 +35,21 @@ def test_request_validation():
         GenerationRequest(prompt="x", max_tokens=0)
     with pytest.raises(ValueError):
         ScoreRequest("c", "")
+
+
+def test_capabilities_are_declared_and_pass_through_wrappers(tmp_path):
+    from openie.engines.base import EngineCapabilities, capabilities
+    from openie.engines.cache import CachedEngine
+    from openie.engines.microbatch import MicroBatchEngine
+
+    eng = ScriptedEngine(["x"])
+    declared = capabilities(eng)
+    assert declared.structured_outputs and declared.loglikelihood and declared.context_length is None
+    cached = CachedEngine(eng, tmp_path / "c.sqlite")
+    assert capabilities(cached) == declared and capabilities(MicroBatchEngine(cached)) == declared
+
+    class Bare:  # a user's own engine that declares nothing: nothing is assumed
+        model_id = "bare"
+
+    assert capabilities(Bare()) == EngineCapabilities()
+    eng.close()

@@ -69,6 +69,9 @@ def test_engine_meets_the_protocol(engine, tiny_decoder_path):
     assert isinstance(engine, Engine)
     assert engine.model_id == str(Path(tiny_decoder_path).resolve())
     assert engine.on_cpu and engine.group_by_adapter and vllm_plugin.is_patched()
+    caps = engine.capabilities  # declared, so a method can refuse up front
+    assert caps.context_length == engine.max_model_len == 256 and caps.tokenizer is engine.tokenizer
+    assert caps.structured_outputs and caps.loglikelihood and caps.lora and engine.dtype == "float32"
 
 
 def test_adapters_change_greedy_output_and_runs_repeat(engine):

@@ -124,11 +124,30 @@ class Score:
         return {"logprob": self.logprob, "mean_logprob": self.mean_logprob, "n_tokens": self.n_tokens}
 
 
+@dataclass(frozen=True)
+class EngineCapabilities:
+    """What a backend can serve, declared by it (never probed), so a method can refuse up front.
+
+    ``context_length``: prompt plus answer tokens (``None``: unknown); ``tokenizer``: the tokenizer
+    the engine counts and encodes prompts with, where it has one locally (exact prompt budgets).
+    """
+
+    context_length: int | None = None
+    structured_outputs: bool = False  # GenerationRequest.json_schema is decoded under its grammar
+    allowed_texts: bool = False  # GenerationRequest.allowed_texts restricts the completion
+    loglikelihood: bool = False  # Engine.loglikelihood scores continuations
+    lora: bool = False  # requests may name adapters
+    tokenizer: Any = field(default=None, compare=False)
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What every backend provides. ``model_id`` identifies the base weights (it keys caches)."""
 
     model_id: str
+
+    @property
+    def capabilities(self) -> EngineCapabilities: ...
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
 
@@ -137,6 +156,17 @@ class Engine(Protocol):
     def adapter_fingerprint(self, name: str | None) -> str:
         """Content hash of an adapter's weights ('' for the base): keys caches across retraining."""
         ...
+
+    def close(self) -> None:
+        """Free the model (and stop what the engine started); the engine is not used afterwards."""
+        ...
+
+
+def capabilities(engine: Any) -> EngineCapabilities:
+    """An engine's declared capabilities; wrappers (cache, micro-batching) pass their inner engine's
+    through. An object that declares none (a user's own engine) gets none: nothing is assumed."""
+    declared = getattr(engine, "capabilities", None)
+    return declared if isinstance(declared, EngineCapabilities) else EngineCapabilities()
 
 
 def request_key(engine: Engine, kind: str, request: GenerationRequest | ScoreRequest) -> str:

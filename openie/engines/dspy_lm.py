@@ -17,7 +17,7 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm fetches a cost map otherwise
 
-from openie.engines.base import Engine, GenerationRequest  # noqa: E402
+from openie.engines.base import Engine, GenerationRequest, capabilities  # noqa: E402
 
 MODEL_PREFIX = "openie/"
 #: the generation parameters an openie engine honours (what DSPy may send)
@@ -66,7 +66,7 @@ class OpenIEDSPyEngine:
     def _has_chat_template(self) -> bool:
         if self.use_chat_template is not None:
             return self.use_chat_template
-        tok = getattr(self.engine, "tokenizer", None)
+        tok = capabilities(self.engine).tokenizer
         return bool(getattr(tok, "chat_template", None))
 
     def complete(self, request: Any) -> Any:

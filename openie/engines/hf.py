@@ -42,6 +42,7 @@ from transformers import (
 )
 
 from openie.engines.base import (
+    EngineCapabilities,
     EngineError,
     Generation,
     GenerationRequest,
@@ -275,6 +276,18 @@ class TransformersEngine:
             self.model_id = f"{self.model_id}#beams={num_beams}"
         for name, path in (adapters or {}).items():
             self.add_adapter(name, path)
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return EngineCapabilities(context_length=self.max_model_len, structured_outputs=True, allowed_texts=True,
+                                  loglikelihood=True, lora=True, tokenizer=self.tokenizer)
+
+    def close(self) -> None:
+        """Drop the model's weights (a run that starts several engines frees each when done)."""
+        import gc
+
+        self.model = self._base = None
+        gc.collect()
 
     # ------------------------------------------------------------------ set-up
 

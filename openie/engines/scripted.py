@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from openie.engines.base import EngineError, Generation, GenerationRequest, Score, ScoreRequest
+from openie.engines.base import EngineCapabilities, EngineError, Generation, GenerationRequest, Score, ScoreRequest
 
 
 class ScriptedEngine:
@@ -70,3 +70,11 @@ class ScriptedEngine:
 
     def adapter_fingerprint(self, name: str | None) -> str:
         return name or ""
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        """A test double takes every kind of request (it replays its script whatever was asked)."""
+        return EngineCapabilities(structured_outputs=True, allowed_texts=True, loglikelihood=True, lora=True)
+
+    def close(self) -> None:
+        """Nothing to free."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from openie.engines.base import (
     ADAPTER_WEIGHT_FILES,
+    EngineCapabilities,
     EngineError,
     Generation,
     GenerationRequest,
@@ -163,6 +164,11 @@ class VLLMEngine:
             raise EngineError(f"vLLM could not start for model {str(model)!r}: {type(e).__name__}: {e}") from e
         self.tokenizer = self._llm.get_tokenizer()
         self.max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return EngineCapabilities(context_length=self.max_model_len, structured_outputs=True, allowed_texts=True,
+                                  loglikelihood=True, lora=self.enable_lora, tokenizer=self.tokenizer)
 
     # ------------------------------------------------------------------ adapters
 

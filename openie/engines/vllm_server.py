@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 import httpx
 
 from openie.engines.base import (
+    EngineCapabilities,
     EngineError,
     Generation,
     GenerationRequest,
@@ -652,6 +653,17 @@ class VLLMServerEngine:
             raise EngineError(f"unknown adapter {adapter!r}: it is not loaded on the vLLM server at {self.url}; "
                               f"loaded adapters: {', '.join(self.adapters) or '(none)'}")
         return found.served_name
+
+    @property
+    def dtype(self) -> str | None:
+        """The served dtype where this engine started the server (resolved, never "auto"); an attached
+        server's is unknown here."""
+        return self.server.dtype if self.server is not None else None
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return EngineCapabilities(context_length=self.max_model_len, structured_outputs=True, allowed_texts=True,
+                                  loglikelihood=True, lora=True, tokenizer=getattr(self, "tokenizer", None))
 
     def adapter_fingerprint(self, name: str | None) -> str:
         if name is None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from openie.engines.base import Engine
+from openie.engines.base import Engine, capabilities
 from openie.engines.hardware import hardware_summary
 from openie.experiments.config import EngineConfig, ExperimentConfig, method_default_pool
 from openie.experiments.grid import Cell, load_config
@@ -231,7 +231,7 @@ def summarize(gold: Sequence[Record], preds: Sequence[Record], task: str) -> tup
 
 def _token_counter(engine: Engine) -> Callable[[str], int] | None:
     """Exact prompt lengths from the engine's tokenizer, where it has one (else whitespace words)."""
-    tokenizer = getattr(engine, "tokenizer", None)
+    tokenizer = capabilities(engine).tokenizer
     if tokenizer is None or not hasattr(tokenizer, "encode"):
         return None
     return lambda text: len(tokenizer.encode(text))

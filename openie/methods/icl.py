@@ -15,7 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from openie.chunking import chunk_record, merge_chunks
-from openie.engines.base import Engine, GenerationRequest
+from openie.engines.base import Engine, GenerationRequest, capabilities
 from openie.records import Record
 from prompts.builder import Prompt, PromptBuilder
 from retrievers.base import Retriever, as_demonstrations
@@ -147,7 +147,7 @@ class InContextExtractor:
     def _chunk_words(self) -> int:
         if self.max_words_per_chunk is not None:
             return self.max_words_per_chunk
-        context = getattr(self.engine, "max_model_len", None) or 2048
+        context = capabilities(self.engine).context_length or 2048
         overhead = len(self.builder.render(Record("budget", "")).split()) * 2  # tokens per word ~ 1.3-2
         return max(32, int((context - self.max_tokens - overhead) / 2))
 
