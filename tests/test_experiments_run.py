@@ -454,3 +454,97 @@ def test_auto_and_the_dtype_it_resolves_to_are_the_same_run(tmp_path):
     other = load_config(write_config(tmp_path, GRID.replace("  model: scripted-model\n",
                                                             "  model: scripted-model\n  dtype: float16\n")))[0].config
     assert auto.fingerprint() == pinned.fingerprint() != other.fingerprint()
+
+
+# ------------------------------------------------------------------------ one setting, two entry points
+
+def _first_capitalised(request) -> str:
+    """A deterministic scripted answer for any prompt: its last line's first capitalised word as a person."""
+    text = request.prompt if request.prompt is not None else request.messages[-1]["content"]
+    words = [w for w in text.rsplit("Input:", 1)[-1].split() if w[:1].isupper() and w.isalpha()]
+    return f"person: {words[0]}" if words else "None"
+
+
+PARITY = {  # method -> (openie extract keyword arguments, the grid config's method / demonstrations blocks)
+    "icl-random": (dict(demonstrations="conll2003_sample:train", k=2, seed=0),
+                   "method: {template: ner.ruie.v1, max_tokens: 32, batch_size: 4}\n"
+                   "demonstrations: {strategy: random, pool: conll2003_sample:train, k: 2}"),
+    "icl-bm25s": (dict(demonstrations="conll2003_sample:train", k=2, retriever="bm25s"),
+                  "method: {template: ner.ruie.v1, max_tokens: 32, batch_size: 4}\n"
+                  "demonstrations: {strategy: bm25s, pool: conll2003_sample:train, k: 2}"),
+    "baner": (dict(method="baner", method_options={"constrained": True}),
+              "method: {name: baner, template: ner.baner.v1, max_tokens: 32, batch_size: 4, "
+              "options: {constrained: true}}"),
+    "el4ner": (dict(method="el4ner", method_options={"members": [{"name": "a"}], "demonstrations": "none",
+                                                     "typing": "generate"}),
+               "method: {name: el4ner, max_tokens: 32, batch_size: 4, options: {members: [{name: a}], "
+               "demonstrations: none, typing: generate}}"),
+    "dspy": (dict(method="dspy", method_options={"dspy_adapter": "chat_only"}, demonstrations="conll2003_sample:train",
+                  k=2),
+             "method: {name: dspy, max_tokens: 32, batch_size: 4, options: {dspy_adapter: chat_only, "
+             "pool: conll2003_sample:train, knn_k: 2}}"),
+}
+
+
+@pytest.mark.parametrize("case", list(PARITY))
+def test_openie_extract_and_a_grid_cell_send_the_same_requests_and_write_the_same_predictions(case, tmp_path):
+    """Every built-in method with an engine: the same settings through both entry points, byte-identical
+    prompts (and adapters, restrictions, budgets) and identical predictions."""
+    from openie.experiments.extract import extract_file
+
+    kwargs, blocks = PARITY[case]
+    extract_engine, cell_engine = ScriptedEngine(_first_capitalised), ScriptedEngine(_first_capitalised)
+    extract_file("wnut16:train", tmp_path / "extract.jsonl", engine=extract_engine, limit=6, batch_size=4,
+                 max_tokens=32, show_progress=False, **kwargs)
+    config = write_config(tmp_path, "name: parity\ndataset: wnut16\nsplit: train\nlimit: 6\n"
+                                    "engine: {backend: hf, model: scripted}\n" + blocks + "\n")
+    [outcome] = run_experiment(config, tmp_path / "grid", engine_factory=lambda cfg, cache: cell_engine,
+                               show_progress=False, log=lambda m: None)
+
+    def requests(engine):
+        return [(c.prompt, c.messages, c.adapter, c.max_tokens, c.allowed_texts, c.json_schema)
+                for c in engine.calls if hasattr(c, "max_tokens")]
+
+    assert requests(extract_engine) == requests(cell_engine) and requests(cell_engine)
+
+    def predictions(path):
+        return [(p.id, [(e.start, e.end, e.label) for e in p.entities], p.meta.get("demo_ids"))
+                for p in read_predictions_list(path)]
+
+    assert predictions(tmp_path / "extract.jsonl") == predictions(outcome.path / "predictions.jsonl")
+
+
+def read_predictions_list(path: Path) -> list[Record]:
+    return [Record.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_gliner_through_openie_extract_and_a_grid_cell_gives_the_same_predictions(tiny_gliner_path, tmp_path):
+    from openie.experiments.extract import extract_file
+
+    options = {"model": str(tiny_gliner_path), "threshold": 0.0}
+    extract_file("wnut16:train", tmp_path / "extract.jsonl", method="gliner", method_options=options, limit=4,
+                 batch_size=4, show_progress=False)
+    config = write_config(tmp_path, "name: parity\ndataset: wnut16\nsplit: train\nlimit: 4\n"
+                                    f"method: {{name: gliner, batch_size: 4, options: {{model: {tiny_gliner_path}, "
+                                    "threshold: 0.0}}\n")
+    [outcome] = run_experiment(config, tmp_path / "grid", show_progress=False, log=lambda m: None)
+    extracted = read_predictions_list(tmp_path / "extract.jsonl")
+    assert [p.to_dict()["entities"] for p in extracted] == [
+        p.to_dict()["entities"] for p in read_predictions_list(outcome.path / "predictions.jsonl")]
+    assert sum(len(p.entities) for p in extracted) > 0  # a threshold of 0 keeps the tiny model's spans
+
+
+def test_a_tiny_model_writes_the_same_predictions_through_both_entry_points(long_decoder, tmp_path):
+    from openie.experiments.extract import extract_file
+
+    extract_file("wnut16:train", tmp_path / "extract.jsonl", backend="hf", model=str(long_decoder), limit=4,
+                 batch_size=4, max_tokens=8, demonstrations="conll2003_sample:train", k=2, retriever="bm25s",
+                 engine_options={"dtype": "float32", "device": "cpu"}, show_progress=False)
+    config = write_config(tmp_path, "name: parity\ndataset: wnut16\nsplit: train\nlimit: 4\n"
+                                    "method: {template: ner.ruie.v1, max_tokens: 8, batch_size: 4}\n"
+                                    f"engine: {{backend: hf, model: {long_decoder}, dtype: float32, "
+                                    "options: {device: cpu}}\n"
+                                    "demonstrations: {strategy: bm25s, pool: conll2003_sample:train, k: 2}\n")
+    [outcome] = run_experiment(config, tmp_path / "grid", show_progress=False, log=lambda m: None)
+    assert [p.to_dict() for p in read_predictions_list(tmp_path / "extract.jsonl")] == [
+        p.to_dict() for p in read_predictions_list(outcome.path / "predictions.jsonl")]
