@@ -234,13 +234,15 @@ def extract_cmd(
         cache_path = None if no_cache else (cache or openie_home() / "cache" / "generate.sqlite")
         options = _key_values(retriever_option, "--retriever-option")
         method_options = _key_values(method_option, "--method-option")
-        if method == "gliner":  # --model names the GLiNER checkpoint; there is no LLM to cache
-            method_options = {"model": model, **method_options}
+        own_model = _method_without_engine(method)
+        if own_model is not None:  # its own model, not an LLM: --model names it, there is nothing to cache
+            if own_model.model_option:
+                method_options = {own_model.model_option: model, **method_options}
             cache_path = None
         pool = demos[0] if demos and len(demos) == 1 else (demos or None)
-        engine_options = engine_options_arg(backend, None if method == "gliner" else dtype, engine_option)
-        if method == "gliner" and engine_options:
-            raise ValueError("method 'gliner' runs its own encoder: --engine-option does not apply")
+        engine_options = engine_options_arg(backend, None if own_model else dtype, engine_option)
+        if own_model is not None and engine_options:
+            raise ValueError(f"method {method!r} runs its own model: --engine-option does not apply")
         summary = extract_file(input, output, schema=schema, method=method, template=template, backend=backend,
                                model=model, adapters=adapters, adapter=use_adapter, demonstrations=pool, k=k, seed=seed,
                                retriever=retriever, retriever_path=retriever_path, retriever_options=options,
@@ -252,6 +254,19 @@ def extract_cmd(
     except (OpenIEError, OSError, ValueError) as err:
         _fail(err)
     typer.echo(str(summary))
+
+
+def _method_without_engine(method: str):
+    """The registration of a method that runs no LLM engine (its own model), else ``None``."""
+    from openie.methods.registry import MethodError, get_method, is_registered
+
+    if not is_registered(method):
+        return None
+    try:
+        reg = get_method(method)
+    except MethodError:
+        return None  # extract_file names the unknown method
+    return None if reg.needs_engine else reg
 
 
 @models_app.command("list")

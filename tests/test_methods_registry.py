@@ -212,3 +212,13 @@ def test_a_registered_method_runs_on_ray_workers(plugin, records_file, tmp_path)
         ray.shutdown()
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     assert remote.records == local.records == 6 and remote.prompts == local.prompts == 6
+
+
+def test_gliner_is_a_built_in_registration_whose_name_is_reserved():
+    reg = get_method("gliner")
+    assert reg.key == "gliner.v1" and not reg.needs_engine and not reg.uses_template and reg.model_option == "model"
+    assert "gliner" in registry.registered_methods()
+    with pytest.raises(MethodError, match="built-in method's name"):
+        register_method(MethodRegistration("gliner", lambda c, o: None))
+    with pytest.raises(MethodError, match="labels: .*must be 'name' or 'description'|labels must be"):
+        reg.parse_options({"model": "x/y", "labels": "both"})

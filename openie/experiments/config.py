@@ -49,7 +49,7 @@ import yaml
 from openie.errors import OpenIEError
 
 TASKS = ("ner", "re", "ee")  # ee: method dspy only (no template extracts whole events)
-METHODS = ("icl", "gliner", "baner", "el4ner", "dspy")
+METHODS = ("icl", "baner", "el4ner", "dspy")  # wired here; registered methods (gliner, plugins) come from the registry
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # as openie.engines.hardware.DTYPES (no engine import here)
 STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
 DEFAULT_SEEDS = (0,)
@@ -255,7 +255,7 @@ class ExperimentConfig:
             d.pop(k, None)
         d["demonstrations"].pop("label", None)
         d["method"].pop("label", None)
-        if self.method.name != "gliner":  # an encoder method starts no engine: its dtype changes nothing
+        if self.method.name in METHODS or _registered(self.method.name).needs_engine:  # else: no engine, no dtype
             d["engine"]["dtype"] = self.engine.resolved_dtype()
         return _without_nulls(d)
 
@@ -276,14 +276,11 @@ class ExperimentConfig:
                    "template": None if self.method.name == "dspy" else default_registry().get(self.method.template).version,
                    "schema": self.load_schema().to_dict(),
                    "adapters": {n: _adapter_hash(p) for n, p in sorted(self.engine.adapters.items())}}
-        if self.method.name not in METHODS:  # a registered method: its version says which code ran
-            from openie.methods.registry import get_method
-
-            payload["method_version"] = get_method(self.method.name).key
-        if self.method.name == "gliner":  # the checkpoint's weights, not only its path
-            from openie.methods.demonstrations import weights_fingerprint
-
-            payload["gliner_weights"] = weights_fingerprint(self.method.options["model"])
+        if self.method.name not in METHODS:  # a registered method: which version ran, and what its options name
+            reg = _registered(self.method.name)
+            payload["method_version"] = reg.key
+            if reg.fingerprint is not None:
+                payload.update(reg.fingerprint(reg.parse_options(self.method.options)))
         if self.method.name == "el4ner":  # its stage templates and its members' adapter files
             from openie.methods.el4ner import member_specs, split_options
 
@@ -312,6 +309,12 @@ class ExperimentConfig:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+
+
+def _registered(name: str):
+    from openie.methods.registry import get_method
+
+    return get_method(name)
 
 
 def method_default_pool(cfg: ExperimentConfig) -> str | None:
@@ -652,31 +655,21 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
             raise ctx.error(tuple(err.key.split(".")) if err.key else ("method", "options"), err.reason) from None
         if not reg.takes_demonstrations and cfg.demonstrations.k:
             raise ctx.error(("demonstrations", "k"), f"method {m.name} takes no demonstrations: use k: 0 (or none)")
+        if reg.tasks is not None and cfg.task not in reg.tasks:
+            raise ctx.error(("task",), f"method {m.name} extracts {', '.join(reg.tasks)} only, got {cfg.task!r}")
     else:
         _choice(m.name, METHODS, ("method", "name"), ctx, "method")
     registry = default_registry()
     _choice(m.template, registry.names(), ("method", "template"), ctx, "template")
     template_task = registry.get(m.template).task
-    if template_task != cfg.task and m.name != "dspy":  # DSPy writes its own prompts
+    writes_own_prompts = m.name == "dspy" or (m.name not in METHODS and not _registered(m.name).uses_template)
+    if template_task != cfg.task and not writes_own_prompts:
         raise ctx.error(("method", "template"), f"template {m.template!r} is for task {template_task!r}, "
                                                 f"but task is {cfg.task!r}")
     for key in ("max_tokens", "batch_size", "max_prompt_tokens"):
         if getattr(m, key) is not None and getattr(m, key) < 1:
             raise ctx.error(("method", key), f"must be at least 1, got {getattr(m, key)}")
-    if m.name == "gliner":
-        from openie.methods.gliner import check_options
-
-        try:
-            check_options(m.options, "method.options")
-        except ValueError as err:
-            raise ctx.error(("method", "options"), str(err).partition(": ")[2] or str(err)) from None
-        if cfg.task != "ner":
-            raise ctx.error(("task",), f"method gliner extracts entities only (task ner), got {cfg.task!r}")
-        if cfg.demonstrations.k:
-            raise ctx.error(("demonstrations", "k"), "method gliner takes no demonstrations: use k: 0 (or none)")
-        if _is_local_model(str(m.options["model"])) and not Path(m.options["model"]).exists():
-            raise ctx.error(("method", "options", "model"), f"GLiNER checkpoint {m.options['model']} does not exist")
-    elif m.name == "baner":
+    if m.name == "baner":
         from openie.methods.baner import OPTIONS as BANER_OPTIONS
 
         unknown = sorted(set(m.options) - set(BANER_OPTIONS))

@@ -59,15 +59,14 @@ from openie.experiments.job import (  # noqa: F401  (re-exported: the job's part
     predict_batch,
 )
 from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector, spec_fingerprints
-from openie.methods.gliner import GLiNERExtractor
 from openie.methods.icl import Demonstrations
-from openie.methods.registry import MethodError, get_method
+from openie.methods.registry import MethodContext, MethodError, get_method
 from openie.metrics import entity_scores, relation_scores
 from openie.records import Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
 
-METHODS = ("icl", "ruie", "gliner", "baner", "retrieveall", "el4ner", "dspy")
+METHODS = ("icl", "ruie", "baner", "retrieveall", "el4ner", "dspy")  # wired here; the others are registered
 CONFIG_VERSION = 1
 
 
@@ -461,18 +460,8 @@ def extract_file(
     demos: Demonstrations | None = None
     demos_config = None
     selection = None
-    gliner_extractor: GLiNERExtractor | None = None
-    if method == "gliner":
-        if demonstrations is not None:
-            raise ExtractError("method 'gliner' takes no demonstrations (it is an encoder, not a prompted LLM)")
-        if engine is not None or engine_factory is not None or ray_address is not None:
-            raise ExtractError("method 'gliner' runs its own encoder: no engine, engine_factory or Ray")
-        try:
-            gliner_extractor = GLiNERExtractor.from_options(resolved_schema, dict(method_options or {}),
-                                                            show_progress=False)
-        except ValueError as err:
-            raise ExtractError(str(err)) from None
-    elif method == "baner":
+    registered_extractor: Any = None  # a registered method without an engine, built before the run record
+    if method == "baner":
         from openie.methods.baner import OPTIONS as BANER_OPTIONS
 
         if demonstrations is not None or ray_address is not None:
@@ -552,6 +541,18 @@ def extract_file(
             raise ExtractError(f"method {method!r} takes no demonstrations")
         if not registration.needs_engine and (engine is not None or engine_factory is not None):
             raise ExtractError(f"method {method!r} runs no LLM engine: pass no engine or engine_factory")
+        if ray_address is not None and not registration.ray:
+            raise ExtractError(f"method {method!r} runs no Ray workers")
+        if registration.tasks is not None and builder.task not in registration.tasks:
+            raise ExtractError(f"method {method!r} extracts {', '.join(registration.tasks)}; the schema's task is "
+                               f"{builder.task!r}")
+        if not registration.needs_engine:  # its own model: built now, so the run record can name its weights
+            try:
+                registered_extractor = registration.build(
+                    MethodContext(resolved_schema, None, template, None, adapter, max_tokens, batch_size, constrained,
+                                  data_root, output.parent / f"{output.name}.{method}"), registered_options)
+            except ValueError as err:
+                raise ExtractError(str(err)) from None
     elif method_options:
         raise ExtractError(f"method {method!r} takes no method options (got {sorted(method_options)})")
     if method == "ruie":
@@ -597,7 +598,7 @@ def extract_file(
     engine_options = dict(engine_options or {})
     if engine is not None:
         dtype = dtype_name(getattr(engine, "dtype", None))
-    elif engine_factory is not None or method == "gliner":
+    elif engine_factory is not None or (registration is not None and not registration.needs_engine):
         dtype = dtype_name(engine_options.get("dtype"))  # a factory's engine: as its options say, if they say
     else:
         device = str(engine_options.get("device", "auto")) if backend == "hf" else "auto"
@@ -644,12 +645,12 @@ def extract_file(
                       max_tokens=dspy_options["max_tokens"] or max_tokens,
                       method_options={**dspy_options, "fingerprints": dspy_fingerprints})
     if registration is not None:
-        config.update(method_options=registration.describe(registered_options))
-        if not registration.needs_engine:
+        described = getattr(registered_extractor, "describe", None)  # what the built model is (its weights)
+        config.update(method_options={**registration.describe(registered_options), **(described() if described else {})})
+        if not registration.needs_engine:  # its own model's identity replaces the engine's
             config.update(backend=None, model=None, adapters={}, dtype=None)
-    if gliner_extractor is not None:  # no LLM: the encoder's identity replaces the engine's
-        config.update(template=None, backend=None, model=None, adapters={}, max_tokens=None, constrained=None,
-                      method_options=gliner_extractor.describe())
+        if not registration.uses_template:
+            config.update(template=None, max_tokens=None, constrained=None)
     spec = ExtractorSpec(template, resolved_schema.to_dict(), backend, model, adapters, adapter,
                          dict(engine_options or {}), max_tokens, batch_size, constrained,
                          demonstrations if isinstance(demonstrations, str) else None, k, seed,
@@ -711,8 +712,8 @@ def extract_file(
                                          cpus_per_worker=ray_cpus_per_worker)
                     cached = cache is not None
                 else:
-                    if gliner_extractor is not None:
-                        extractor: Any = gliner_extractor
+                    if registered_extractor is not None:
+                        extractor: Any = registered_extractor
                     elif method == "retrieveall":
                         from openie.experiments.retrieveall import build_extractor
 

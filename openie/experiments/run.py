@@ -269,9 +269,7 @@ def el4ner_extractor(cfg: ExperimentConfig, engine: Engine | None, span_cache: P
 def needs_engine(cfg: ExperimentConfig) -> bool:
     """Encoder methods (gliner, a registered method without an engine) bring their own model: no LLM
     engine is started for them."""
-    if is_registered(cfg.method.name):
-        return get_method(cfg.method.name).needs_engine
-    return cfg.method.name != "gliner"
+    return get_method(cfg.method.name).needs_engine if is_registered(cfg.method.name) else True
 
 
 def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_seconds: float = 0.0,
@@ -313,11 +311,8 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
     builder = PromptBuilder(m.template, cfg.load_schema(), max_prompt_tokens=m.max_prompt_tokens,
                             count_tokens=_token_counter(engine) if m.max_prompt_tokens else None)
     selector = demonstration_selector(cfg)
-    if m.name == "gliner":
-        from openie.methods.gliner import GLiNERExtractor
-
-        extractor: Any = GLiNERExtractor.from_options(cfg.load_schema(), m.options)
-    elif m.name == "baner":
+    extractor: Any
+    if m.name == "baner":
         from openie.methods.baner import BANERExtractor
 
         extractor = BANERExtractor.from_options(engine, cfg.load_schema(), m.options, adapter=cfg.engine.adapter,

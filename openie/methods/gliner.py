@@ -7,11 +7,14 @@ gliner}``) run it through the same resumable writers and reports.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from openie.methods.icl import ExtractionStats
+from openie.methods.registry import MethodRegistration, register_method
 from openie.records import Record
 from openie.schema import Schema
 from openie.tools.gliner import GLiNERTool, GLiNERToolError
@@ -83,4 +86,36 @@ class GLiNERExtractor:
         return preds
 
 
-__all__ = ["OPTIONS", "GLiNERExtractor", "check_options"]
+@dataclass
+class GLiNEROptions:
+    """``method.options`` / ``--method-option`` of method gliner (``model`` is also ``--model``)."""
+
+    model: str | None = None  # a GLiNER checkpoint folder or hub id
+    threshold: float = 0.5
+    labels: str = "name"  # what the model reads per type: its name or its description
+    nested: bool = False
+    batch_size: int = 8
+    max_words: int | None = None  # window length in words (default: the encoder's)
+
+    def __post_init__(self) -> None:
+        try:
+            check_options(dataclasses.asdict(self))
+        except GLiNERToolError as err:
+            raise ValueError(str(err).partition(": ")[2]) from None
+        if self.model.startswith(("./", "../", "/", "~")) and not Path(self.model).expanduser().exists():
+            raise ValueError(f"GLiNER checkpoint {self.model} does not exist")
+
+
+def _weights(options: GLiNEROptions) -> dict[str, Any]:
+    from openie.methods.demonstrations import weights_fingerprint
+
+    return {"gliner_weights": weights_fingerprint(options.model)}
+
+
+REGISTRATION = register_method(MethodRegistration(
+    "gliner", lambda context, options: GLiNERExtractor.from_options(context.schema, dataclasses.asdict(options)),
+    options=GLiNEROptions, needs_engine=False, takes_demonstrations=False, tasks=("ner",), uses_template=False,
+    ray=False, model_option="model", fingerprint=_weights,
+    description="GLiNER span-type matching over the schema's entity types (no LLM, no prompt)"), builtin=True)
+
+__all__ = ["OPTIONS", "REGISTRATION", "GLiNERExtractor", "GLiNEROptions", "check_options"]

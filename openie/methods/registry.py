@@ -9,14 +9,16 @@ old config keeps its meaning after a method changes. Third-party methods registe
 lazily on the first lookup, so ``openie extract --method myname``, a grid cell with
 ``method: {name: myname}`` and Ray workers find them with no edit to openie.
 
-The built-in methods (``BUILTIN_METHODS``) are still wired by the run layers themselves; their
-names are reserved here.
+Built-in methods move behind the same registration one by one: those in ``BUILTIN_MODULES``
+register from their own module (imported on first lookup); those still in ``BUILTIN_METHODS`` are
+wired by the run layers themselves. Both kinds of name are reserved.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import re
 import types
 import typing
@@ -32,7 +34,9 @@ from openie.schema import Schema
 
 ENTRY_POINT_GROUP = "openie.methods"
 # Methods the run layers build themselves (openie.experiments); a registration cannot take these names.
-BUILTIN_METHODS = ("icl", "ruie", "gliner", "baner", "retrieveall", "el4ner", "dspy")
+BUILTIN_METHODS = ("icl", "ruie", "baner", "retrieveall", "el4ner", "dspy")
+# Built-in methods that register themselves, by the module that does it (imported on first lookup).
+BUILTIN_MODULES = {"gliner": "openie.methods.gliner"}
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
@@ -79,7 +83,12 @@ class MethodRegistration:
     ``build(context, options)`` returns its :class:`Extractor`; ``options`` is a dataclass whose
     fields (with defaults) are the method's options, checked by name and type before any work;
     ``needs_engine`` says whether the run starts an LLM engine for it; ``takes_demonstrations``
-    whether the run's demonstration selector means anything to it.
+    whether the run's demonstration selector means anything to it; ``tasks`` what it extracts
+    (``None``: whatever the template says); ``uses_template`` whether prompts come from the run's
+    template; ``ray`` whether Ray workers may run it; ``model_option`` the option that the command
+    line's ``--model`` fills for a method without an engine (its own checkpoint);
+    ``fingerprint(options)`` the content hashes of what its options only name (checkpoint weights),
+    so a finished run is redone when they change.
     """
 
     name: str
@@ -89,6 +98,11 @@ class MethodRegistration:
     needs_engine: bool = True
     takes_demonstrations: bool = True
     description: str = ""
+    tasks: tuple[str, ...] | None = None
+    uses_template: bool = True
+    ray: bool = True
+    model_option: str | None = None
+    fingerprint: Callable[[Any], dict[str, Any]] | None = None
 
     @property
     def key(self) -> str:
@@ -149,11 +163,13 @@ _REGISTRY: dict[str, dict[int, MethodRegistration]] = {}
 _ENTRY_POINTS_LOADED = False
 
 
-def register_method(registration: MethodRegistration) -> MethodRegistration:
-    """Register (or re-register) one method version; returns it, so a module can keep it as a constant."""
+def register_method(registration: MethodRegistration, *, builtin: bool = False) -> MethodRegistration:
+    """Register (or re-register) one method version; returns it, so a module can keep it as a constant.
+
+    ``builtin`` is for openie's own methods (``BUILTIN_MODULES``), whose names nothing else may take."""
     if not _NAME.match(registration.name):
         raise MethodError(f"method names are lowercase words (a-z, 0-9, _ and -), got {registration.name!r}")
-    if registration.name in BUILTIN_METHODS:
+    if registration.name in BUILTIN_METHODS or (registration.name in BUILTIN_MODULES and not builtin):
         raise MethodError(f"{registration.name!r} is a built-in method's name")
     if registration.version < 1:
         raise MethodError(f"method versions start at 1, got {registration.version}")
@@ -186,11 +202,13 @@ def _load_entry_points() -> None:
 def get_method(name: str) -> MethodRegistration:
     """``name`` (newest version) or ``name.vN``; entry points are read on the first lookup that misses."""
     base, _, version = name.partition(".v")
+    if base not in _REGISTRY and base in BUILTIN_MODULES:
+        importlib.import_module(BUILTIN_MODULES[base])  # registers itself
     if base not in _REGISTRY:
         _load_entry_points()
     versions = _REGISTRY.get(base)
     if not versions:
-        known = [*BUILTIN_METHODS, *sorted(_REGISTRY)]
+        known = [*BUILTIN_METHODS, *sorted(set(_REGISTRY) | set(BUILTIN_MODULES))]
         close = difflib.get_close_matches(base, known, n=1)
         raise MethodError(f"unknown method {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
                           f"known: {', '.join(known)}")
@@ -205,7 +223,7 @@ def get_method(name: str) -> MethodRegistration:
 def registered_methods() -> list[str]:
     """Every method name a run accepts: the built-ins, then the registered ones (entry points loaded)."""
     _load_entry_points()
-    return [*BUILTIN_METHODS, *sorted(_REGISTRY)]
+    return [*BUILTIN_METHODS, *sorted(set(_REGISTRY) | set(BUILTIN_MODULES))]
 
 
 def is_registered(name: str) -> bool:
@@ -213,5 +231,5 @@ def is_registered(name: str) -> bool:
     return name.partition(".v")[0] not in BUILTIN_METHODS
 
 
-__all__ = ["BUILTIN_METHODS", "ENTRY_POINT_GROUP", "Extractor", "MethodContext", "MethodError", "MethodRegistration",
+__all__ = ["BUILTIN_METHODS", "BUILTIN_MODULES", "ENTRY_POINT_GROUP", "Extractor", "MethodContext", "MethodError", "MethodRegistration",
            "get_method", "is_registered", "register_method", "registered_methods"]
