@@ -423,10 +423,12 @@ def test_baner_method_sends_constrained_per_type_prompts_and_resumes(records_fil
     assert len(engine.calls) == 40 and all(c.allowed_texts and c.adapter == "det" for c in engine.calls)
     config = json.loads(out.with_name(out.name + ".run.json").read_text())["config"]
     assert config["method"] == "baner" and config["template"].startswith("ner.baner.v1@")
-    assert config["method_options"]["constrained"] is True
+    assert config["method_options"] == {"method": "baner.v1", "options": {
+        "descriptions": False, "constrained": True, "support": None, "k": 5, "seed": 0, "typing_encoder": "llm",
+        "typing_layer": None, "max_tokens": 48}}
     with pytest.raises(ConfigMismatchError, match="method_options"):
         run(records_file, out, engine=engine, method="baner", adapter="det", method_options={"constrained": False})
-    with pytest.raises(ExtractError, match="unknown BANER options"):
+    with pytest.raises(ExtractError, match="unknown option of method 'baner'"):
         run(records_file, tmp_path / "x.jsonl", engine=engine, method="baner", method_options={"beams": 3})
 
 

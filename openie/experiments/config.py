@@ -49,7 +49,7 @@ import yaml
 from openie.errors import OpenIEError
 
 TASKS = ("ner", "re", "ee")  # ee: method dspy only (no template extracts whole events)
-METHODS = ("icl", "baner", "el4ner", "dspy")  # wired here; registered methods (gliner, plugins) come from the registry
+METHODS = ("icl", "el4ner", "dspy")  # wired here; registered methods (gliner, plugins) come from the registry
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # as openie.engines.hardware.DTYPES (no engine import here)
 STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
 DEFAULT_SEEDS = (0,)
@@ -657,6 +657,10 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
             raise ctx.error(("demonstrations", "k"), f"method {m.name} takes no demonstrations: use k: 0 (or none)")
         if reg.tasks is not None and cfg.task not in reg.tasks:
             raise ctx.error(("task",), f"method {m.name} extracts {', '.join(reg.tasks)} only, got {cfg.task!r}")
+        if (reg.template_format and m.template in default_registry().names()
+                and default_registry().get(m.template).format != reg.template_format):
+            raise ctx.error(("method", "template"), f"method {m.name} needs a {reg.template_format} template "
+                                                    f"({reg.template}), got {m.template!r}")
     else:
         _choice(m.name, METHODS, ("method", "name"), ctx, "method")
     registry = default_registry()
@@ -669,18 +673,7 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
     for key in ("max_tokens", "batch_size", "max_prompt_tokens"):
         if getattr(m, key) is not None and getattr(m, key) < 1:
             raise ctx.error(("method", key), f"must be at least 1, got {getattr(m, key)}")
-    if m.name == "baner":
-        from openie.methods.baner import OPTIONS as BANER_OPTIONS
-
-        unknown = sorted(set(m.options) - set(BANER_OPTIONS))
-        if unknown:
-            raise ctx.error(("method", "options"), f"unknown BANER options {unknown}; known: {sorted(BANER_OPTIONS)}")
-        if registry.get(m.template).format != "markers":
-            raise ctx.error(("method", "template"), f"method baner needs a markers template (ner.baner.v1), "
-                                                    f"got {m.template!r}")
-        if cfg.demonstrations.k:
-            raise ctx.error(("demonstrations", "k"), "method baner takes no demonstrations: use k: 0 (or none)")
-    elif m.name == "el4ner":
+    if m.name == "el4ner":
         from openie.methods.el4ner import EL4NERError, member_specs, split_options
 
         try:

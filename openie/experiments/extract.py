@@ -66,7 +66,7 @@ from openie.records import Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
 
-METHODS = ("icl", "ruie", "baner", "retrieveall", "el4ner", "dspy")  # wired here; the others are registered
+METHODS = ("icl", "ruie", "retrieveall", "el4ner", "dspy")  # wired here; the others are registered
 CONFIG_VERSION = 1
 
 
@@ -461,17 +461,7 @@ def extract_file(
     demos_config = None
     selection = None
     registered_extractor: Any = None  # a registered method without an engine, built before the run record
-    if method == "baner":
-        from openie.methods.baner import OPTIONS as BANER_OPTIONS
-
-        if demonstrations is not None or ray_address is not None:
-            raise ExtractError("method 'baner' takes no demonstrations and no Ray (one constrained prompt per type)")
-        if builder.task != "ner":
-            raise ExtractError(f"method 'baner' extracts entities; template {template!r} is for task {builder.task!r}")
-        unknown = sorted(set(method_options or {}) - set(BANER_OPTIONS))
-        if unknown:
-            raise ExtractError(f"method options: unknown BANER options {unknown}; known: {sorted(BANER_OPTIONS)}")
-    elif method == "retrieveall":
+    if method == "retrieveall":
         from openie.experiments.retrieveall import RetrieveAllConfig, trained_adapters
 
         options = dict(method_options or {})
@@ -543,6 +533,9 @@ def extract_file(
             raise ExtractError(f"method {method!r} runs no LLM engine: pass no engine or engine_factory")
         if ray_address is not None and not registration.ray:
             raise ExtractError(f"method {method!r} runs no Ray workers")
+        if registration.template_format and builder.format.name != registration.template_format:
+            template = str(registration.template)  # the run's template is not in the format the method reads
+            builder = PromptBuilder(template, resolved_schema)
         if registration.tasks is not None and builder.task not in registration.tasks:
             raise ExtractError(f"method {method!r} extracts {', '.join(registration.tasks)}; the schema's task is "
                                f"{builder.task!r}")
@@ -550,7 +543,7 @@ def extract_file(
             try:
                 registered_extractor = registration.build(
                     MethodContext(resolved_schema, None, template, None, adapter, max_tokens, batch_size, constrained,
-                                  data_root, output.parent / f"{output.name}.{method}"), registered_options)
+                                  data_root, output.parent / f"{output.name}.{method}", model), registered_options)
             except ValueError as err:
                 raise ExtractError(str(err)) from None
     elif method_options:
@@ -617,12 +610,6 @@ def extract_file(
         "engine_options": json.loads(json.dumps({k: v for k, v in engine_options.items() if k != "dtype"},
                                                 sort_keys=True, default=str)),
     }
-    if method == "baner":
-        from openie.methods.baner import OPTIONS as BANER_OPTIONS
-        from openie.methods.baner import TEMPLATE as BANER_TEMPLATE
-
-        config.update(template=PromptBuilder(BANER_TEMPLATE, resolved_schema).version,
-                      method_options={**BANER_OPTIONS, **dict(method_options or {})})
     if method == "el4ner":
         from openie.methods.el4ner import OPTIONS as EL4NER_OPTIONS
         from prompts.registry import default_registry
@@ -756,14 +743,6 @@ def extract_file(
                                                      workdir=output.parent / f"{output.name}.dspy")
                         except ValueError as err:
                             raise ExtractError(str(err)) from None
-                    elif method == "baner":
-                        from openie.methods.baner import BANERExtractor
-
-                        if engine is None:
-                            owned = spec.build_engine()
-                        extractor = BANERExtractor.from_options(engine or owned, resolved_schema,
-                                                                dict(method_options or {}), adapter=adapter,
-                                                                model=model, data_root=data_root)
                     else:
                         if engine is None and (registration is None or registration.needs_engine):
                             owned = spec.build_engine()

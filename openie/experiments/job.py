@@ -245,7 +245,7 @@ class ExtractorSpec:
                 Schema.from_dict(self.schema), (engine or self.build_engine()) if reg.needs_engine else None,
                 self.template, (demonstrations or self.build_demonstrations()) if reg.takes_demonstrations else None,
                 self.adapter, self.max_tokens, self.batch_size, self.constrained, self.data_root,
-                Path(self.workdir) if self.workdir else None)
+                Path(self.workdir) if self.workdir else None, self.model)
             return reg.build(context, reg.parse_options(self.method_options))
         builder = PromptBuilder(self.template, Schema.from_dict(self.schema))
         return InContextExtractor(engine or self.build_engine(), builder,

@@ -312,12 +312,7 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
                             count_tokens=_token_counter(engine) if m.max_prompt_tokens else None)
     selector = demonstration_selector(cfg)
     extractor: Any
-    if m.name == "baner":
-        from openie.methods.baner import BANERExtractor
-
-        extractor = BANERExtractor.from_options(engine, cfg.load_schema(), m.options, adapter=cfg.engine.adapter,
-                                                model=cfg.engine.model, data_root=cfg.data_root, template=m.template)
-    elif m.name == "dspy":
+    if m.name == "dspy":
         from openie.agent.options import from_options
 
         extractor = from_options(engine, cfg.load_schema(), m.options, task=cfg.task,  # type: ignore[arg-type]
@@ -331,7 +326,7 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
         reg = get_method(m.name)
         context = MethodContext(cfg.load_schema(), engine if reg.needs_engine else None, m.template,
                                 selector if reg.takes_demonstrations else None, cfg.engine.adapter, m.max_tokens,
-                                m.batch_size, m.constrained, cfg.data_root, cell_dir)
+                                m.batch_size, m.constrained, cfg.data_root, cell_dir, cfg.engine.model)
         extractor = reg.build(context, reg.parse_options(m.options))
     else:
         extractor = InContextExtractor(engine, builder, demonstrations=selector,

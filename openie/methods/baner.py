@@ -21,7 +21,7 @@ import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from openie.engines.base import Engine, GenerationRequest
 from openie.errors import OpenIEError
 from openie.methods.icl import ExtractionStats
+from openie.methods.registry import MethodContext, MethodRegistration, register_method
 from openie.records import Entity, Record
 from openie.schema import Schema
 from prompts.builder import Prompt, PromptBuilder
@@ -508,7 +509,32 @@ def lorahub_search(base_model: str | Path, sources: Sequence[str | Path], pairs:
     return result
 
 
-__all__ = ["NEGATIVE_OFFSETS", "OPTIONS", "TEMPLATE", "BANERExtractor", "BoundaryContrastiveLoss", "BoundaryError",
+@dataclass
+class BANEROptions:
+    """``method.options`` / ``--method-option`` of method baner (defaults as :data:`OPTIONS`)."""
+
+    descriptions: bool = False
+    constrained: bool = True
+    support: str | None = None  # records file or NAME:SPLIT: a K-shot support set for prototype typing
+    k: int = 5
+    seed: int = 0
+    typing_encoder: str = "llm"  # llm (the run's model at typing_layer) or a GLiNER checkpoint
+    typing_layer: int | None = None
+    max_tokens: int = 48
+
+
+def _build(context: MethodContext, options: BANEROptions) -> BANERExtractor:
+    return BANERExtractor.from_options(context.engine, context.schema, asdict(options), adapter=context.adapter,
+                                       model=context.model or "gemma-3-270m", data_root=context.data_root,
+                                       template=context.template)
+
+
+REGISTRATION = register_method(MethodRegistration(
+    "baner", _build, options=BANEROptions, takes_demonstrations=False, tasks=("ner",), ray=False,
+    template=TEMPLATE, template_format="markers",
+    description="boundary-aware span detection, one constrained prompt per type (+ prototype typing)"), builtin=True)
+
+__all__ = ["NEGATIVE_OFFSETS", "OPTIONS", "REGISTRATION", "TEMPLATE", "BANERExtractor", "BANEROptions", "BoundaryContrastiveLoss", "BoundaryError",
            "BoundaryPositions", "LLMSpanEncoder", "LoRAHubResult", "PrototypeTyper", "SpanEncoder",
            "boundary_contrastive_loss", "boundary_positions", "default_contrastive_layer", "lorahub_merge",
            "load_span_encoder", "lorahub_pairs", "lorahub_search", "prompt_schema", "sample_support", "span_detection_pairs"]

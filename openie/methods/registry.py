@@ -34,9 +34,9 @@ from openie.schema import Schema
 
 ENTRY_POINT_GROUP = "openie.methods"
 # Methods the run layers build themselves (openie.experiments); a registration cannot take these names.
-BUILTIN_METHODS = ("icl", "ruie", "baner", "retrieveall", "el4ner", "dspy")
+BUILTIN_METHODS = ("icl", "ruie", "retrieveall", "el4ner", "dspy")
 # Built-in methods that register themselves, by the module that does it (imported on first lookup).
-BUILTIN_MODULES = {"gliner": "openie.methods.gliner"}
+BUILTIN_MODULES = {"gliner": "openie.methods.gliner", "baner": "openie.methods.baner"}
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
@@ -74,6 +74,7 @@ class MethodContext:
     constrained: bool = True
     data_root: str | None = None
     workdir: Path | None = None  # where the method may keep files of this run (next to the predictions)
+    model: str | None = None  # the engine's model as the run names it (a method may load it again, e.g. its layers)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ class MethodRegistration:
     template; ``ray`` whether Ray workers may run it; ``model_option`` the option that the command
     line's ``--model`` fills for a method without an engine (its own checkpoint);
     ``fingerprint(options)`` the content hashes of what its options only name (checkpoint weights),
-    so a finished run is redone when they change.
+    so a finished run is redone when they change; ``template_format`` the prompt format it needs,
+    with ``template`` the one it uses when a run's template has another format.
     """
 
     name: str
@@ -103,6 +105,8 @@ class MethodRegistration:
     ray: bool = True
     model_option: str | None = None
     fingerprint: Callable[[Any], dict[str, Any]] | None = None
+    template: str | None = None
+    template_format: str | None = None
 
     @property
     def key(self) -> str:
