@@ -6,10 +6,25 @@ import colorsys
 import hashlib
 import html
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # records import this module for their Jupyter display: types only, no import cycle
-    from openie.records import Entity, Record
+
+# What display reads of openie.records' Entity and Record. records imports this module for its
+# Jupyter display, so this module names the shapes it draws instead of importing records back.
+class Entity(Protocol):
+    start: int
+    end: int
+    label: str
+    text: str
+    score: float | None
+
+
+class Record(Protocol):
+    id: str
+    text: str
+    lang: str
+    entities: Sequence[Entity]
+    relations: Sequence[Any]
 
 
 def label_colour(label: str) -> str:

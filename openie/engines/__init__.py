@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,7 +75,7 @@ def check_engine_options(backend: str, options: Mapping[str, Any], flag: str = "
     if unknown and passes_on:
         from vllm.engine.arg_utils import EngineArgs
 
-        names = names | {f.name for f in __import__("dataclasses").fields(EngineArgs)} - {"model", "dtype"}
+        names = names | {f.name for f in dataclasses.fields(EngineArgs)} - {"model", "dtype"}
         unknown = [k for k in options if k not in names]
     if unknown:
         hints = [f"{k!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, names, 1))

@@ -76,10 +76,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device, *, training: b
     if dtype == "auto" and training and device.type == "cpu":
         return torch.float32
     cuda = (True, torch.cuda.is_bf16_supported()) if device.type == "cuda" else (False, False)
-    try:
-        choice = resolve_name(dtype, "cuda" if device.type == "cuda" else "cpu", cuda=cuda)
-    except EngineError:
-        raise EngineError(f"unknown dtype {dtype!r}; use one of auto, float32, bfloat16, float16") from None
+    choice = resolve_name(dtype, "cuda" if device.type == "cuda" else "cpu", cuda=cuda)
     if not training:
         announce(choice)
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[choice.dtype]

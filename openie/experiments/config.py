@@ -46,11 +46,11 @@ from typing import Any, Union
 
 import yaml
 
+from openie.engines.hardware import DTYPES
 from openie.errors import OpenIEError
 
 TASKS = ("ner", "re", "ee")  # ee: method dspy only (no template extracts whole events)
 METHODS = ("icl", "el4ner", "dspy")  # wired here; registered methods (gliner, plugins) come from the registry
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # as openie.engines.hardware.DTYPES (no engine import here)
 STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
 DEFAULT_SEEDS = (0,)
 # Keys that describe a run but do not change its outputs: left out of the config hash.

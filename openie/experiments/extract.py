@@ -571,11 +571,11 @@ def extract_file(
                                           builder.task, data_root)
         except ValueError as err:
             raise ExtractError(str(err)) from None
-        demos = demonstration_selector(selection)
         try:
             pool_records = load_pool_sources(sources, builder.task, data_root)
         except ValueError as err:
             raise ExtractError(str(err)) from None
+        demos = demonstration_selector(selection, pool_records)
         demos_config = {"selector": retriever, **selection.describe(), "pool_size": len(pool_records),
                         "pool_sha256": pool_fingerprint(pool_records), "fingerprints": spec_fingerprints(selection)}
     if engine is not None and cache is not None:
@@ -640,7 +640,6 @@ def extract_file(
             config.update(template=None, max_tokens=None, constrained=None)
     spec = ExtractorSpec(template, resolved_schema.to_dict(), backend, model, adapters, adapter,
                          dict(engine_options or {}), max_tokens, batch_size, constrained,
-                         demonstrations if isinstance(demonstrations, str) else None, k, seed,
                          data_root, str(cache) if cache is not None else None, engine_factory, selection, save_io,
                          method, dict(method_options or {}), str(output.parent / f"{output.name}.{method}"))
 

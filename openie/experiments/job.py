@@ -216,13 +216,10 @@ class ExtractorSpec:
     max_tokens: int = 128
     batch_size: int = 32
     constrained: bool = True
-    demonstrations: str | None = None
-    k: int = 4
-    seed: int = 0
     data_root: str | None = None
     cache: str | None = None
     engine_factory: Callable[[], Engine] | None = None  # instead of create_engine (tests, custom engines)
-    selection: DemonstrationSpec | None = None  # a retriever instead of random draws from ``demonstrations``
+    selection: DemonstrationSpec | None = None  # how demonstrations are chosen (random draws or a retriever)
     save_io: bool = False  # keep prompts and raw answers (written to <output>.io.jsonl)
     method: str = "icl"  # a registered method (openie.methods.registry) is built through its registration
     method_options: dict[str, Any] = field(default_factory=dict)

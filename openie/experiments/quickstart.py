@@ -20,6 +20,7 @@ from typing import Any
 
 from openie.engines.base import Engine
 from openie.experiments.extract import ExtractSummary, extract_file, io_path
+from openie.experiments.run import close_engine
 
 DEFAULT_DATA = "conll2003_sample"
 PAGE_NAME = "report.html"
@@ -109,8 +110,8 @@ def run_quickstart(out: str | Path = "openie-quickstart", *, model: str = "gemma
             say(f"{arm}: {s.records} records, {s.prompt_tokens} prompt + {s.completion_tokens} generated tokens "
                 f"in {s.extract_seconds:.0f} s" + (f" ({s.resumed} resumed)" if s.resumed else ""))
     finally:
-        if owned and hasattr(engine, "close"):
-            engine.close()
+        if owned:
+            close_engine(engine)  # the cache wrapper and the engine inside it
     page = write_page(out, arms, settings, hardware, data_root)
     seconds["total"] = round(time.perf_counter() - t0, 1)
     result = QuickstartResult(out, arms, page, settings["dtype"], hardware, seconds, settings)

@@ -153,12 +153,15 @@ def spec_fingerprints(spec: DemonstrationSpec) -> dict[str, str]:
     return out
 
 
-def demonstration_selector(spec: DemonstrationSpec) -> Callable[[Record], Sequence[Record]] | None:
+def demonstration_selector(spec: DemonstrationSpec,
+                           pool: Sequence[Record] | None = None) -> Callable[[Record], Sequence[Record]] | None:
+    """The selector of ``spec``; ``pool``: the spec's pool when the caller has read it already."""
     if spec.strategy == "none" or spec.k == 0:
         return None
     if spec.strategy == "random":
-        return RandomDemonstrations(load_pool_sources(spec.pool, spec.task, spec.data_root), spec.k, spec.seed)
-    return RetrieverDemonstrations(build_retriever(spec), spec.k, task=spec.task)
+        records = list(pool) if pool is not None else load_pool_sources(spec.pool, spec.task, spec.data_root)
+        return RandomDemonstrations(records, spec.k, spec.seed)
+    return RetrieverDemonstrations(build_retriever(spec, pool), spec.k, task=spec.task)
 
 
 __all__ = ["RETRIEVER_STRATEGIES", "STRATEGIES", "DemonstrationSpec", "MemoizedRetriever", "build_retriever",
