@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from openie.errors import OpenIEError
+from openie.methods.registry import BUILTIN_METHODS
 from openie.records import Record
 
 app = typer.Typer(help="openie: LLM-based information extraction for researchers.", no_args_is_help=True,
@@ -170,6 +171,12 @@ def evaluate_cmd(gold: Annotated[str, typer.Option(help="NAME:SPLIT or a gold fi
         json_out.write_text(json.dumps({"gold": gold, "pred": pred, **report.to_dict()}, indent=2))
 
 
+METHOD_HELP = ("A registered method (" + ", ".join(BUILTIN_METHODS) + ", or a plugin of the openie.methods entry "
+               "points): openie method list shows each with its options (--method-option KEY=VALUE). Methods that "
+               "pick their own demonstrations take --demos as their pool and --k as their k; a method with its own "
+               "model (gliner) takes --model as its checkpoint.")
+
+
 @app.command("extract")
 def extract_cmd(
     input: Annotated[str, typer.Argument(help="Records to extract: a JSONL file, another records file, or NAME:SPLIT.")],
@@ -184,16 +191,7 @@ def extract_cmd(
     demos: Annotated[list[str] | None, typer.Option(help="Few-shot: demonstration pool (records file or NAME:SPLIT; repeat for one unified pool).")] = None,
     k: Annotated[int, typer.Option("--k", help="Demonstrations per record.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the demonstration draw.")] = 0,
-    method: Annotated[str, typer.Option(help="icl; ruie (demonstrations from a fitted RUIE retriever, --retriever-path); "
-                                             "gliner (--model is a GLiNER checkpoint); baner (BANER span detector: --use-adapter, "
-                                             "--method-option support=NAME:SPLIT for prototype typing); retrieveall (--method-option config=RUN.yaml); "
-                                             "el4ner (ensemble: --method-option members='[{\"name\": \"g\"}, {\"model\": \"smollm2-135m-instruct\"}]', "
-                                             "--demos is its pool); "
-                                             "dspy (a DSPy program on the engine: --method-option program=predict|chain_of_thought|agent, "
-                                             "tools, gliner=CKPT, ner_retriever=DIR, retriever=bm25|bm25s|dense|saved:DIR, pool, knn_k, "
-                                             "max_iters, dspy_adapter=chat|chat_only|json, compiled=DIR, max_tokens, task=ner|re|ee; "
-                                             "--demos is its pool, --k its knn_k); or any method registered through "
-                                             "the openie.methods entry points (openie method list; openie method new NAME starts one).")] = "icl",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "icl",
     method_option: Annotated[list[str] | None, typer.Option(help="Method keyword KEY=VALUE (JSON values), e.g. threshold=0.4, labels=description.")] = None,
     retriever: Annotated[str, typer.Option(help="Demonstration selection: random, bm25, bm25s, dense, entity_knn, ruie, saved.")] = "random",
     retriever_path: Annotated[Path | None, typer.Option(help="RUIE work folder (ruie) or saved retriever (saved).")] = None,
@@ -258,10 +256,8 @@ def extract_cmd(
 
 def _method_without_engine(method: str):
     """The registration of a method that runs no LLM engine (its own model), else ``None``."""
-    from openie.methods.registry import MethodError, get_method, is_registered
+    from openie.methods.registry import MethodError, get_method
 
-    if not is_registered(method):
-        return None
     try:
         reg = get_method(method)
     except MethodError:
@@ -654,7 +650,7 @@ app.add_typer(baner_app, name="baner")
 @baner_app.command("experiment")
 def baner_experiment(config: Annotated[Path, typer.Argument(help="BANER experiment config (YAML).")]) -> None:
     """Source adapters (plain / contrastive), K-shot CrossNER episodes, LoRAHub, the ablation table (resumable)."""
-    from openie.experiments.baner import run_baner_experiment
+    from openie.methods.baner.fit import run_baner_experiment
 
     try:
         results = run_baner_experiment(config)
@@ -674,7 +670,7 @@ def retrieveall_experiment(
     mode: Annotated[list[str] | None, typer.Option("--mode", help="Evaluate only these modes (shared, routed, oracle).")] = None,
 ) -> None:
     """Language data, augmented prompts, per-language + shared adapters, shared / routed / oracle F1 (resumable)."""
-    from openie.experiments.retrieveall import RetrieveAllConfig, run_retrieveall_experiment
+    from openie.methods.retrieveall.fit import RetrieveAllConfig, run_retrieveall_experiment
 
     try:
         summary = run_retrieveall_experiment(config, modes=mode or None, log=typer.echo)
@@ -752,15 +748,24 @@ app.add_typer(method_app, name="method")
 
 @method_app.command("list")
 def method_list() -> None:
-    """Extraction methods: the built-ins, then those registered through the openie.methods entry points."""
-    from openie.methods.registry import BUILTIN_METHODS, get_method, registered_methods
+    """Extraction methods (built-in, then plugins of the openie.methods entry points), with their options."""
+    from openie.methods.registry import get_method, registered_methods
 
     for name in registered_methods():
-        if name in BUILTIN_METHODS:
-            typer.echo(f"{name:<16} built-in")
-        else:
+        try:
             reg = get_method(name)
-            typer.echo(f"{name:<16} {reg.key:<20} {reg.description}")
+        except (OpenIEError, ImportError) as err:  # a built-in whose optional extra is missing
+            typer.echo(f"{name:<12} unavailable: {err}")
+            continue
+        traits = [t for t, on in (("no LLM engine", not reg.needs_engine), ("no template", not reg.uses_template),
+                                  ("Ray", reg.ray)) if on]
+        if reg.demonstration_options:
+            traits.append(f"--demos -> {reg.demonstration_options[0]}, --k -> {reg.demonstration_options[1]}")
+        elif reg.takes_demonstrations:
+            traits.append("demonstrations")
+        typer.echo(f"{reg.key:<16} {reg.description}" + (f" [{'; '.join(traits)}]" if traits else ""))
+        for key, default in reg.defaults().items():
+            typer.echo(f"{'':<18}{key} = {default!r}")
 
 
 @method_app.command("new")

@@ -340,6 +340,17 @@ def list_datasets() -> list[str]:
     return list(_REGISTRY)
 
 
+def is_corpus_split(source: str) -> bool:
+    """``NAME:SPLIT`` of a registered corpus (anything else a run reads is a records file path)."""
+    name, sep, _ = str(source).partition(":")
+    return bool(sep) and name in list_datasets()
+
+
+def default_pool(name: str) -> str | None:
+    """The pool a method that picks its own demonstrations uses when none is given: the corpus's train split."""
+    return f"{name}:train" if "train" in get_dataset(name).splits else None
+
+
 def get_dataset(name: str) -> DatasetSpec:
     try:
         return _REGISTRY[name]

@@ -81,7 +81,7 @@ def test_ruie_fit_status_and_relation_extraction_with_the_fitted_retriever(share
     out = runner.invoke(app, ["ruie", "status", str(tmp_path / "run")])
     assert out.exit_code == 0 and out.stdout.count(" done ") == 7
     preds = tmp_path / "re.jsonl"
-    out = runner.invoke(app, ["extract", "conll04:dev", str(preds), "--method", "ruie", "--retriever-path",
+    out = runner.invoke(app, ["extract", "conll04:dev", str(preds), "--retriever", "ruie", "--retriever-path",
                               str(tmp_path / "run"), "--template", "re.ruie.v1", "--backend", "hf", "--model",
                               str(tiny_decoder_path), "--limit", "2", "--k", "2", "--max-tokens", "8", "--no-cache",
                               "--no-progress"])

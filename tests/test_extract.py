@@ -399,8 +399,8 @@ def test_retrieved_demonstrations_are_recorded_and_change_the_configuration(reco
         assert pred.meta["demo_ids"] == [r.id for r, _ in bm25.retrieve(gold.without_annotations(), 2)]
     with pytest.raises(ConfigMismatchError, match="demonstrations"):
         run(records_file, out, demonstrations=str(pool), k=2, retriever="bm25s")
-    with pytest.raises(ExtractError, match="needs the fitted RUIE work folder"):
-        run(records_file, tmp_path / "r.jsonl", method="ruie")
+    with pytest.raises(ExtractError, match="strategy 'ruie' needs path="):
+        run(records_file, tmp_path / "r.jsonl", retriever="ruie")
     with pytest.raises(ExtractError, match="needs path="):
         run(records_file, tmp_path / "s.jsonl", demonstrations=str(pool), retriever="saved")
 
@@ -451,10 +451,12 @@ def test_el4ner_method_runs_every_member_records_them_and_resumes(records_file, 
     adapters = {c.adapter for c in engine.calls if c.template.startswith("ner.el4ner-spans")}
     assert adapters == {None, "second"}  # both members proposed spans
     config = json.loads(out.with_name(out.name + ".run.json").read_text())["config"]
-    assert config["method"] == "el4ner" and [t.split("@")[0] for t in config["template"]] == [
+    recorded = config["method_options"]["options"]
+    assert config["method"] == "el4ner" and config["method_options"]["method"] == "el4ner.v1"
+    assert [t.split("@")[0] for t in recorded["templates"]] == [
         "ner.el4ner-spans.v1", "ner.el4ner-type.v1", "ner.el4ner-verify.v1"]
-    assert config["method_options"]["pool"] == "pool:train" and config["method_options"]["k"] == 3  # --demos, --k
-    assert [m["name"] for m in config["method_options"]["members"]] == ["a", "b"]
+    assert recorded["pool"] == "pool:train" and recorded["k"] == 3  # --demos, --k
+    assert [m["name"] for m in recorded["members"]] == ["a", "b"]
     assert read_jsonl(out)[0].meta["el4ner"]["verification"]["member"] == "a"
     with pytest.raises(ConfigMismatchError, match="method_options"):
         run(records_file, out, engine=engine, method="el4ner", method_options={**options, "verify": False},
@@ -486,7 +488,7 @@ def test_dspy_method_runs_a_knn_program_records_its_options_and_resumes(records_
     assert all("[[ ## text ## ]]" in c.prompt and c.max_tokens == 256 for c in engine.calls)
     config = json.loads(out.with_name(out.name + ".run.json").read_text())["config"]
     assert config["method"] == "dspy" and config["template"] is None and config["task"] == "ner"
-    options = config["method_options"]
+    options = config["method_options"]["options"]
     assert (options["program"], options["knn_k"], options["dspy_adapter"], options["pool"]) == (
         "predict", 2, "chat_only", [str(pool.resolve())])
     assert options["fingerprints"]["dspy"] and options["tools"] == []
@@ -520,7 +522,7 @@ def test_dspy_method_compiles_an_optimised_program_next_to_the_output(records_fi
     assert len(engine.calls) == report["lm_calls"] + 20  # compiling, then one call per record
     assert all(c.prompt.count("[[ ## text ## ]]") == 4 for c in engine.calls[-20:])  # 2 demos, the input, the format
     config = json.loads(out.with_name(out.name + ".run.json").read_text())["config"]
-    assert config["method_options"]["optimize"]["train"] == [str(pool.resolve())]
+    assert config["method_options"]["options"]["optimize"]["train"] == [str(pool.resolve())]
 
 
 # --------------------------------------------------------------------------------------------- raw I/O, dtype

@@ -389,7 +389,7 @@ def _write_config(tmp_path: Path, model: Path, **changes) -> Path:
 
 
 def test_experiment_end_to_end_on_a_tiny_model(shared_data, long_decoder, tmp_path):
-    from openie.experiments.retrieveall import run_retrieveall_experiment
+    from openie.methods.retrieveall.fit import run_retrieveall_experiment
 
     config = _write_config(tmp_path, long_decoder)
     logs: list[str] = []
@@ -447,6 +447,27 @@ def test_experiment_end_to_end_on_a_tiny_model(shared_data, long_decoder, tmp_pa
     for p in extracted:
         assert p.meta["adapter"] == gold[p.id].meta["adapter"] and p.meta["route"] == gold[p.id].meta["route"]
 
+    # the same settings through openie extract and a grid cell: one job, the same predictions
+    from openie.experiments.run import run_experiment
+
+    options = {"config": str(config), "mode": "routed"}
+    extract_file("conll2003:dev", tmp_path / "conll.jsonl", method="retrieveall", method_options=options, limit=3,
+                 backend="hf", model=str(long_decoder), engine_options={"device": "cpu"}, show_progress=False,
+                 max_tokens=12, constrained=False)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"name: ra\ndataset: conll2003\nsplit: dev\nlimit: 3\n"
+                    f"method: {{name: retrieveall, max_tokens: 12, constrained: false, "
+                    f"options: {{config: {config}, mode: routed}}}}\n"
+                    f"engine: {{backend: hf, model: {long_decoder}, options: {{device: cpu}}}}\n", encoding="utf-8")
+    [outcome] = run_experiment(grid, tmp_path / "grid", show_progress=False, log=lambda m: None)
+
+    def seen(path):
+        return [(p.id, p.meta["adapter"], p.meta["route"], [(e.start, e.end, e.label) for e in p.entities])
+                for p in read_jsonl(path)]
+
+    assert seen(tmp_path / "conll.jsonl") == seen(outcome.path / "predictions.jsonl")
+    assert len(seen(tmp_path / "conll.jsonl")) == 3
+
 
 @pytest.mark.parametrize("changes,key,message", [
     ({"modes": ["shared", "best"]}, "modes[1]", "unknown mode 'best'"),
@@ -460,7 +481,7 @@ def test_experiment_end_to_end_on_a_tiny_model(shared_data, long_decoder, tmp_pa
 ])
 def test_config_errors_name_the_file_and_the_key(tmp_path, changes, key, message):
     from openie.experiments.config import ConfigError
-    from openie.experiments.retrieveall import RetrieveAllConfig
+    from openie.methods.retrieveall.fit import RetrieveAllConfig
 
     path = _write_config(tmp_path, tmp_path, **changes)
     with pytest.raises(ConfigError) as err:
@@ -470,7 +491,7 @@ def test_config_errors_name_the_file_and_the_key(tmp_path, changes, key, message
 
 
 def test_the_committed_config_loads():
-    from openie.experiments.retrieveall import RetrieveAllConfig
+    from openie.methods.retrieveall.fit import RetrieveAllConfig
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "retrieveall.yaml"
     cfg = RetrieveAllConfig.load(path)

@@ -415,6 +415,39 @@ def from_options(engine: Engine, schema: Schema, options: Mapping[str, Any], *, 
     return extractor
 
 
+def map_paths(options: Mapping[str, Any], fn) -> dict[str, Any]:
+    """The folders and files the options name: a local GLiNER checkpoint, the NER Retriever, a
+    compiled program, ``saved:PATH``, records-file pools (``fn`` maps each; config files move)."""
+    from openie.datasets import is_corpus_split
+
+    def _is_file_pool(p: str) -> bool:
+        return not is_corpus_split(p)
+
+    out = dict(options)
+    if isinstance(out.get("pool"), str) and _is_file_pool(out["pool"]):
+        out["pool"] = fn(out["pool"])
+    elif isinstance(out.get("pool"), list):
+        out["pool"] = [fn(p) if isinstance(p, str) and _is_file_pool(p) else p for p in out["pool"]]
+    if isinstance(out.get("gliner"), str) and _is_local_model(out["gliner"]):
+        mapped = fn(out["gliner"])
+        out["gliner"] = mapped if _is_local_model(mapped) else f"./{mapped}"  # a bare relative path reads as a hub id
+    for key in ("ner_retriever", "compiled"):
+        if isinstance(out.get(key), str):
+            out[key] = fn(out[key])
+    optimize = out.get("optimize")
+    if isinstance(optimize, Mapping) and isinstance(optimize.get("train"), str | list):  # records files, as pools
+        train = [optimize["train"]] if isinstance(optimize["train"], str) else optimize["train"]
+        out["optimize"] = {**optimize, "train": [fn(p) if isinstance(p, str) and _is_file_pool(p) else p
+                                                 for p in train]}
+    if isinstance(out.get("retriever"), str) and out["retriever"].startswith("saved:"):
+        out["retriever"] = "saved:" + fn(out["retriever"][len("saved:"):])
+    return out
+
+
+def _is_local_model(model: str) -> bool:
+    return model.startswith(("./", "../", "/", "~"))
+
+
 #: where :func:`compile_extractor` keeps a compiled program inside a run's work folder
 COMPILED_DIR = "compiled_program"
 COMPILE_FILE = "openie_compile.json"

@@ -84,6 +84,15 @@ def check_engine_options(backend: str, options: Mapping[str, Any], flag: str = "
         raise EngineError(f"{flag}: unknown option(s) for backend {backend!r}: {', '.join(hints)}; known: {shown}")
 
 
+def close_engine(engine: Any) -> None:
+    """Close an engine and, for a cache or other wrapper, the engine inside it."""
+    inner = getattr(engine, "__dict__", {}).get("engine")
+    for e in (engine, inner):
+        close = getattr(e, "close", None) if e is not None else None
+        if callable(close):
+            close()
+
+
 def create_engine(backend: str = "auto", model: str = DEFAULT_MODEL, adapters: dict[str, str] | None = None,
                   cache: str | Path | None = None, **kwargs: Any) -> Engine:
     """Build an engine by name: ``auto`` picks vLLM when importable, else transformers.
@@ -115,6 +124,7 @@ def create_engine(backend: str = "auto", model: str = DEFAULT_MODEL, adapters: d
 
 
 __all__ = [
+    "close_engine",
     "BACKENDS", "CacheStats", "CachedEngine", "Engine", "EngineError", "Generation", "GenerationRequest",
     "Score", "ScoreRequest", "ScriptedEngine", "UnsupportedRequestError", "check_engine_options", "create_engine",
     "engine_option_names", "vllm_available",

@@ -32,40 +32,36 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
 from openie.engines.hardware import DTYPES
-from openie.errors import OpenIEError
+from openie.methods.demonstrations import STRATEGIES
+from openie.typed_config import (  # noqa: F401  (re-exported: the config layer's error and YAML reading)
+    ConfigContext,
+    ConfigError,
+    Lines,
+    _choice,
+    absolute_path,
+    build,
+    dotted,
+    known_keys,
+    unknown_key_error,
+    yaml_key_lines,
+)
 
-TASKS = ("ner", "re", "ee")  # ee: method dspy only (no template extracts whole events)
-METHODS = ("icl", "el4ner", "dspy")  # wired here; registered methods (gliner, plugins) come from the registry
-STRATEGIES = ("none", "random", "bm25", "bm25s", "dense", "entity_knn", "ruie", "saved")
+TASKS = ("ner", "re", "ee")  # ee: only methods that write their own prompts (no template extracts whole events)
 DEFAULT_SEEDS = (0,)
 # Keys that describe a run but do not change its outputs: left out of the config hash.
 _NOT_HASHED = ("name", "description", "cache", "data_root", "grid", "cell")
-
-
-class ConfigError(OpenIEError, ValueError):
-    """An invalid experiment config; names the file, line and dotted key path of the problem."""
-
-    def __init__(self, message: str, path: str = "", file: str | Path | None = None, line: int | None = None,
-                 cell: str = ""):
-        self.reason, self.key, self.file, self.line, self.cell = message, path, file, line, cell
-        where = ", ".join(x for x in (str(file) if file else "", f"line {line}" if line else "") if x)
-        parts = [where, f"in grid cell {cell}" if cell else "", path]
-        super().__init__(": ".join([p for p in parts if p] + [message]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,20 +71,9 @@ class ConfigError(OpenIEError, ValueError):
 
 @dataclass
 class MethodConfig:
-    """``icl``: in-context extraction parameters for :class:`openie.methods.icl.InContextExtractor`.
-    ``gliner``: ``options`` for :class:`openie.methods.gliner.GLiNERExtractor` (``model`` a GLiNER
-    checkpoint, ``threshold``, ``labels`` name|description, ``nested``); no engine is started.
-    ``baner``: ``options`` for :class:`openie.methods.baner.BANERExtractor` (``support`` NAME:SPLIT
-    for prototype typing, ``k``, ``seed``, ``descriptions``, ``constrained``); the engine's
-    ``adapter`` is the span detector, the template a markers one (``ner.baner.v1``).
-    ``el4ner``: ``options`` for :class:`openie.methods.el4ner.EL4NERExtractor` (the stage switches of
-    :class:`~openie.methods.el4ner.EL4NERConfig`, ``members``, ``pool``, ``pool_size``); members on
-    other models get engines of their own, built with this config's engine settings.
-    ``dspy``: ``options`` for :func:`openie.agent.options.from_options` (``program`` predict |
-    chain_of_thought | agent, ``tools``, ``gliner``, ``ner_retriever``, ``retriever``, ``pool``,
-    ``knn_k``, ``max_iters``, ``dspy_adapter``, ``compiled``, ``max_tokens``): a DSPy program on
-    the cell's engine and adapter (cached like any engine call); ``template`` is not used, it
-    picks its own demonstrations (``knn_k``), the pool defaults to the dataset's train split."""
+    """The method (a registered name, ``openie method list``), its template and budgets, and
+    ``options``: the method's own, checked by its registration (:mod:`openie.methods.registry`)
+    with errors naming ``method.options.KEY``. A method without an LLM engine (GLiNER) starts none."""
 
     name: str = "icl"
     template: str = "ner.ruie.v1"
@@ -96,7 +81,7 @@ class MethodConfig:
     batch_size: int = 32
     constrained: bool = True
     max_prompt_tokens: int | None = None  # drop the least relevant demonstrations until a prompt fits
-    options: dict[str, Any] = field(default_factory=dict)  # gliner: model, threshold, labels, nested, ...
+    options: dict[str, Any] = field(default_factory=dict)  # the method's options (its registration's schema)
     label: str | None = None  # a name for reports and cell folders (a grid row of methods); changes no output
 
 
@@ -152,6 +137,13 @@ class DemonstrationsConfig:
     rerank: str | None = None
     candidates: int | None = None
     label: str | None = None  # a name for reports and cell folders; changes no output
+
+    @staticmethod
+    def from_scalar(value: str) -> dict[str, Any]:
+        """``demonstrations: none`` is zero-shot."""
+        if value != "none":
+            raise ValueError(f"expected 'none' or a mapping, got {value!r}")
+        return {"strategy": "none"}
 
     @property
     def pool_sources(self) -> list[str]:
@@ -255,7 +247,7 @@ class ExperimentConfig:
             d.pop(k, None)
         d["demonstrations"].pop("label", None)
         d["method"].pop("label", None)
-        if self.method.name in METHODS or _registered(self.method.name).needs_engine:  # else: no engine, no dtype
+        if _registered(self.method.name).needs_engine:  # else: no engine, no dtype
             d["engine"]["dtype"] = self.engine.resolved_dtype()
         return _without_nulls(d)
 
@@ -272,28 +264,12 @@ class ExperimentConfig:
         """
         from prompts.registry import default_registry
 
+        reg = _registered(self.method.name)
         payload = {"config": self.config_hash(),
-                   "template": None if self.method.name == "dspy" else default_registry().get(self.method.template).version,
+                   "template": default_registry().get(self.method.template).version if reg.uses_template else None,
                    "schema": self.load_schema().to_dict(),
                    "adapters": {n: _adapter_hash(p) for n, p in sorted(self.engine.adapters.items())}}
-        if self.method.name not in METHODS:  # a registered method: which version ran, and what its options name
-            reg = _registered(self.method.name)
-            payload["method_version"] = reg.key
-            if reg.fingerprint is not None:
-                payload.update(reg.fingerprint(reg.parse_options(self.method.options)))
-        if self.method.name == "el4ner":  # its stage templates and its members' adapter files
-            from openie.methods.el4ner import member_specs, split_options
-
-            stages, _ = split_options(self.method.options)
-            payload["el4ner_templates"] = [default_registry().get(t).version for t in
-                                           (stages.spans_template, stages.type_template, stages.verify_template)]
-            payload["member_adapters"] = {s.name: _adapter_hash(s.adapter_path) for s in member_specs(
-                self.method.options.get("members"), model=self.engine.model) if s.adapter_path}
-        if self.method.name == "dspy":  # DSPy's version, compiled program, GLiNER, NER Retriever, saved retriever
-            from openie.agent.options import check_options, option_fingerprints
-
-            payload["dspy"] = option_fingerprints(check_options(self.method.options, task=self.task,
-                                                                default_pool=method_default_pool(self)))
+        payload.update(reg.fingerprint_payload(cell_options(self)))  # its version after v1, what its options name
         if self.demonstrations.k and (self.demonstrations.path or self.demonstrations.rerank):
             from openie.methods.demonstrations import spec_fingerprints
 
@@ -319,9 +295,22 @@ def _registered(name: str):
 
 def method_default_pool(cfg: ExperimentConfig) -> str | None:
     """The pool a method that picks its own demonstrations uses when none is given: the train split."""
-    from openie.datasets import get_dataset
+    from openie.datasets import default_pool
 
-    return f"{cfg.dataset}:train" if "train" in get_dataset(cfg.dataset).splits else None
+    return default_pool(cfg.dataset)
+
+
+def cell_setup(cfg: ExperimentConfig):
+    """What the cell's method options may depend on (:class:`~openie.methods.registry.MethodSetup`)."""
+    from openie.methods.registry import MethodSetup
+
+    e = cfg.engine
+    return MethodSetup(cfg.task, e.model, e.backend, e.adapter, dict(e.adapters), method_default_pool(cfg), cfg.data_root)
+
+
+def cell_options(cfg: ExperimentConfig) -> Any:
+    """The cell's method options, parsed by its registration."""
+    return _registered(cfg.method.name).parse_options(cfg.method.options, "method.options", cell_setup(cfg))
 
 
 def _without_nulls(value: Any) -> Any:
@@ -373,22 +362,14 @@ def map_paths(d: dict[str, Any], fn) -> None:
             eng["model"] = fn(eng["model"])
     method = d.get("method")
     if isinstance(method, dict) and isinstance(method.get("options"), dict):
-        model = method["options"].get("model")
-        if isinstance(model, str) and _is_local_model(model):
-            method["options"] = {**method["options"], "model": fn(model)}
-        members = method["options"].get("members")
-        if isinstance(members, list):  # el4ner: members' local models and adapter folders
-            method["options"] = {**method["options"], "members": [
-                {**m, **{k: fn(m[k]) for k in ("model", "adapter_path")
-                         if isinstance(m.get(k), str) and (k == "adapter_path" or _is_local_model(m[k]))}}
-                if isinstance(m, dict) else m for m in members]}
-        pool = method["options"].get("pool")
-        if isinstance(pool, str) and _is_file_pool(pool):
-            method["options"] = {**method["options"], "pool": fn(pool)}
-        elif isinstance(pool, list):
-            method["options"] = {**method["options"], "pool": [fn(p) if isinstance(p, str) and _is_file_pool(p) else p
-                                                               for p in pool]}
-        method["options"] = map_dspy_paths(method["options"], fn)
+        from openie.methods.registry import MethodError, get_method
+
+        try:
+            reg = get_method(str(method.get("name", "icl")))
+        except MethodError:  # an unknown method is reported by the checks, with its line
+            reg = None
+        if reg is not None:
+            method["options"] = reg.map_paths(method["options"], fn)
     demos = d.get("demonstrations")
     if isinstance(demos, dict):
         if isinstance(demos.get("pool"), str) and _is_file_pool(demos["pool"]):
@@ -400,40 +381,12 @@ def map_paths(d: dict[str, Any], fn) -> None:
                 demos[key] = fn(demos[key])
 
 
-def map_dspy_paths(options: Mapping[str, Any], fn, *, local=_is_local_model, pools: bool = False) -> dict[str, Any]:
-    """Method dspy's folders: a ``local`` GLiNER checkpoint, the NER Retriever, a compiled program,
-    ``saved:PATH``, and with ``pools`` its records-file pools (``map_paths`` maps those for every method)."""
-    out = dict(options)
-    if pools and isinstance(out.get("pool"), str | list):
-        out["pool"] = [fn(p) if isinstance(p, str) and _is_file_pool(p) else p for p in
-                       ([out["pool"]] if isinstance(out["pool"], str) else out["pool"])]
-    if isinstance(out.get("gliner"), str) and local(out["gliner"]):
-        mapped = fn(out["gliner"])
-        out["gliner"] = mapped if _is_local_model(mapped) else f"./{mapped}"  # a bare relative path reads as a hub id
-    for key in ("ner_retriever", "compiled"):
-        if isinstance(out.get(key), str):
-            out[key] = fn(out[key])
-    optimize = out.get("optimize")
-    if isinstance(optimize, Mapping) and isinstance(optimize.get("train"), str | list):  # records files, as pools
-        train = [optimize["train"]] if isinstance(optimize["train"], str) else optimize["train"]
-        out["optimize"] = {**optimize, "train": [fn(p) if isinstance(p, str) and _is_file_pool(p) else p
-                                                 for p in train]}
-    if isinstance(out.get("retriever"), str) and out["retriever"].startswith("saved:"):
-        out["retriever"] = "saved:" + fn(out["retriever"][len("saved:"):])
-    return out
-
-
 def _is_file_pool(pool: str) -> bool:
     """``NAME:SPLIT`` of a registered dataset, or else a records file path."""
     from openie.datasets import list_datasets
 
     name, sep, _ = pool.partition(":")
     return not (sep and name in list_datasets())
-
-
-def absolute_path(p: str, base: Path) -> str:
-    q = Path(p).expanduser()
-    return str(q if q.is_absolute() else (base / q).resolve())
 
 
 def _relpath(p: str, base: Path) -> str:
@@ -447,177 +400,8 @@ def _relpath(p: str, base: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with line numbers
-# ---------------------------------------------------------------------------------------------
-
-
-Lines = dict[tuple[str, ...], int]
-
-
-def yaml_key_lines(node: yaml.Node, prefix: tuple[str, ...] = (), out: Lines | None = None) -> Lines:
-    """1-based line of every key path (and sequence item ``[i]``) in a composed YAML document."""
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            path = (*prefix, str(key_node.value))
-            out[path] = key_node.start_mark.line + 1
-            yaml_key_lines(value_node, path, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            path = (*prefix, f"[{i}]")
-            out[path] = item.start_mark.line + 1
-            yaml_key_lines(item, path, out)
-    return out
-
-
-class ConfigContext:
-    """Where errors point: the file, the line of each key path, and the grid cell being checked.
-
-    ``overrides`` send every path under a grid key to the line of the grid value that set it.
-    """
-
-    def __init__(self, file: Path | None, lines: Lines | None = None, cell: str = "",
-                 overrides: Lines | None = None):
-        self.file, self.lines, self.cell, self.overrides = file, lines or {}, cell, overrides or {}
-
-    def line(self, path: tuple[str, ...]) -> int | None:
-        for prefix, line in self.overrides.items():
-            if path[:len(prefix)] == prefix:
-                return line
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return None
-
-    def error(self, path: tuple[str, ...], message: str, line_path: tuple[str, ...] | None = None) -> ConfigError:
-        return ConfigError(message, dotted(path), self.file, self.line(line_path or path), self.cell)
-
-
-def dotted(path: tuple[str, ...]) -> str:
-    out = ""
-    for p in path:
-        out += p if p.startswith("[") or not out else f".{p}"
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# typed construction
-# ---------------------------------------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {str: "a string", int: "an integer", float: "a number", bool: "true/false"}.get(tp, str(tp))
-
-
-def _convert(tp: Any, value: Any, path: tuple[str, ...], ctx: ConfigContext) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(arg, value, path, ctx)
-            except ConfigError as err:
-                errors.append(err)
-        # a value of the right shape but wrong contents: report that error, not "expected X or Y"
-        deep = [e for e in errors if e.key != dotted(path)]
-        if deep:
-            raise deep[0]
-        raise ctx.error(path, f"expected {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, path, ctx)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ctx.error(path, f"expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v, (*path, f"[{i}]"), ctx) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ctx.error(path, f"expected a mapping, got {value!r}")
-        _, item = typing.get_args(tp)
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ctx.error((*path, str(k)), f"keys must be strings, got {k!r}")
-            out[k] = _convert(item, v, (*path, k), ctx)
-        return out
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ctx.error(path, f"expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ctx.error(path, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ctx.error(path, f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ctx.error(path, f"expected a string, got {value!r}")
-        return value
-    raise TypeError(f"config field type {tp!r} is not supported")  # a bug in this module
-
-
-def known_keys(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("runtime")]
-
-
-def unknown_key_error(cls: type, key: str, path: tuple[str, ...], ctx: ConfigContext) -> ConfigError:
-    known = known_keys(cls)
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ctx.error((*path, key), f"unknown key {key!r}{hint}; known keys here: {', '.join(known)}")
-
-
-def build(cls: type, data: Any, path: tuple[str, ...], ctx: ConfigContext) -> Any:
-    if cls is DemonstrationsConfig and isinstance(data, str):
-        if data != "none":
-            raise ctx.error(path, f"expected 'none' or a mapping, got {data!r}")
-        data = {"strategy": "none"}
-    if not isinstance(data, Mapping):
-        raise ctx.error(path, f"expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if not isinstance(key, str) or key not in known_keys(cls):
-            raise unknown_key_error(cls, str(key), path, ctx)
-        kwargs[key] = _convert(hints[key], value, (*path, key), ctx)
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-               and f.name not in kwargs]
-    if missing:
-        raise ctx.error(path, f"missing required key(s): {', '.join(missing)}")
-    return cls(**kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
 # semantic checks
 # ---------------------------------------------------------------------------------------------
-
-
-def _choice(value: Any, choices: tuple[str, ...] | list[str], path: tuple[str, ...], ctx: ConfigContext, what: str) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), list(choices), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ctx.error(path, f"unknown {what} {value!r}{hint}; choose one of {', '.join(choices)}")
 
 
 def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
@@ -625,6 +409,7 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
     from openie.datasets import get_dataset, list_datasets
     from openie.engines import BACKENDS
     from openie.errors import SchemaError
+    from prompts.formats import FORMATS
     from prompts.registry import default_registry
 
     _choice(cfg.dataset, list_datasets(), ("dataset",), ctx, "dataset")
@@ -640,77 +425,41 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
         raise ctx.error(("task",), f"dataset {cfg.dataset!r} has no {kind} annotations (its task is {spec.task})")
 
     m = cfg.method
-    if m.name not in METHODS:  # a registered method (openie.methods.registry): its options are its dataclass
-        from openie.methods.registry import BUILTIN_METHODS, MethodError, get_method, registered_methods
+    from openie.methods.registry import MethodError, get_method, registered_methods
 
-        try:
-            reg = get_method(m.name)
-        except MethodError:
-            _choice(m.name, [n for n in registered_methods() if n in METHODS or n not in BUILTIN_METHODS],
-                    ("method", "name"), ctx, "method")
-            raise
-        try:
-            reg.parse_options(m.options, "method.options")
-        except MethodError as err:
-            raise ctx.error(tuple(err.key.split(".")) if err.key else ("method", "options"), err.reason) from None
-        if not reg.takes_demonstrations and cfg.demonstrations.k:
-            raise ctx.error(("demonstrations", "k"), f"method {m.name} takes no demonstrations: use k: 0 (or none)")
-        if reg.tasks is not None and cfg.task not in reg.tasks:
-            raise ctx.error(("task",), f"method {m.name} extracts {', '.join(reg.tasks)} only, got {cfg.task!r}")
-        if (reg.template_format and m.template in default_registry().names()
-                and default_registry().get(m.template).format != reg.template_format):
-            raise ctx.error(("method", "template"), f"method {m.name} needs a {reg.template_format} template "
-                                                    f"({reg.template}), got {m.template!r}")
-    else:
-        _choice(m.name, METHODS, ("method", "name"), ctx, "method")
+    try:
+        reg = get_method(m.name)
+    except MethodError:
+        _choice(m.name, registered_methods(), ("method", "name"), ctx, "method")
+        raise
+    try:
+        reg.parse_options(m.options, "method.options", cell_setup(cfg))
+    except MethodError as err:
+        raise ctx.error(tuple(err.key.replace(".[", "[").replace("[", ".[").split(".")) if err.key
+                        else ("method", "options"), err.reason) from None
+    if reg.demonstration_options is not None and cfg.demonstrations.k:
+        pool, k = reg.demonstration_options
+        raise ctx.error(("demonstrations", "k"), f"method {m.name} picks its own demonstrations (method options "
+                                                 f"{pool}, {k}): use k: 0 (or none)")
+    if not reg.takes_demonstrations and cfg.demonstrations.k:
+        raise ctx.error(("demonstrations", "k"), f"method {m.name} takes no demonstrations: use k: 0 (or none)")
+    if reg.tasks is not None and cfg.task not in reg.tasks:
+        raise ctx.error(("task",), f"method {m.name} extracts {', '.join(reg.tasks)} only, got {cfg.task!r}")
     registry = default_registry()
     _choice(m.template, registry.names(), ("method", "template"), ctx, "template")
-    template_task = registry.get(m.template).task
-    writes_own_prompts = m.name == "dspy" or (m.name not in METHODS and not _registered(m.name).uses_template)
-    if template_task != cfg.task and not writes_own_prompts:
-        raise ctx.error(("method", "template"), f"template {m.template!r} is for task {template_task!r}, "
+    template = registry.get(m.template)
+    if reg.template_format and template.format != reg.template_format:
+        raise ctx.error(("method", "template"), f"method {m.name} needs a {reg.template_format} template "
+                                                f"({reg.template}), got {m.template!r}")
+    if reg.uses_template and template.task != cfg.task:
+        raise ctx.error(("method", "template"), f"template {m.template!r} is for task {template.task!r}, "
                                                 f"but task is {cfg.task!r}")
+    if reg.uses_template and template.format not in FORMATS:
+        raise ctx.error(("method", "template"), f"template {m.template!r} is a stage of a method that renders it "
+                                                f"itself (format {template.format}); pick an extraction template")
     for key in ("max_tokens", "batch_size", "max_prompt_tokens"):
         if getattr(m, key) is not None and getattr(m, key) < 1:
             raise ctx.error(("method", key), f"must be at least 1, got {getattr(m, key)}")
-    if m.name == "el4ner":
-        from openie.methods.el4ner import EL4NERError, member_specs, split_options
-
-        try:
-            split_options(m.options)
-            specs = member_specs(m.options.get("members"), model=cfg.engine.model, adapter=cfg.engine.adapter)
-        except EL4NERError as err:
-            raise ctx.error(("method", "options"), str(err).removeprefix("method options: ")) from None
-        if cfg.task != "ner":
-            raise ctx.error(("task",), f"method el4ner extracts entities only (task ner), got {cfg.task!r}")
-        if cfg.demonstrations.k:
-            raise ctx.error(("demonstrations", "k"), "method el4ner picks its own demonstrations (method options "
-                                                     "demonstrations, k, pool): use k: 0 (or none)")
-        for i, spec in enumerate(specs):
-            on_run_model = spec.model == cfg.engine.model and spec.backend in ("auto", cfg.engine.backend)
-            if on_run_model and spec.adapter and not spec.adapter_path and spec.adapter not in cfg.engine.adapters:
-                raise ctx.error(("method", "options", "members", f"[{i}]", "adapter"),
-                                f"adapter {spec.adapter!r} is not one of engine.adapters; name it there or give "
-                                "the member an adapter_path")
-            if spec.adapter_path and not Path(spec.adapter_path).is_dir():
-                raise ctx.error(("method", "options", "members", f"[{i}]", "adapter_path"),
-                                f"adapter folder {spec.adapter_path} does not exist")
-    elif m.name == "dspy":
-        from openie.agent.options import DSPyOptionsError, check_options
-
-        if cfg.demonstrations.k:
-            raise ctx.error(("demonstrations", "k"), "method dspy picks its own demonstrations (method options "
-                                                     "knn_k, retriever, pool): use k: 0 (or none)")
-        try:
-            check_options(m.options, task=cfg.task, default_pool=method_default_pool(cfg))
-        except DSPyOptionsError as err:
-            raise ctx.error(("method", "options", *(err.key.split(".") if err.key else ())), err.reason) from None
-    elif m.options and m.name in METHODS:  # a registered method's options were checked above
-        raise ctx.error(("method", "options"), f"method {m.name!r} takes no options")
-    if m.name != "el4ner" and registry.get(m.template).format.startswith("el4ner"):
-        raise ctx.error(("method", "template"), f"template {m.template!r} is a stage of method el4ner, which renders "
-                                                "it itself (method options spans_template / type_template / "
-                                                "verify_template); pick an extraction template")
 
     e = cfg.engine
     _choice(e.backend, BACKENDS, ("engine", "backend"), ctx, "engine backend")

@@ -42,6 +42,7 @@ from typing import IO, Any
 
 from tqdm.auto import tqdm
 
+from openie.engines import close_engine
 from openie.engines.base import Engine, adapter_content_hash
 from openie.engines.hardware import announce, dtype_name, resolve_dtype
 from openie.errors import SchemaError
@@ -60,13 +61,21 @@ from openie.experiments.job import (  # noqa: F401  (re-exported: the job's part
 )
 from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector, spec_fingerprints
 from openie.methods.icl import Demonstrations
-from openie.methods.registry import MethodContext, MethodError, get_method
+from openie.methods.registry import EngineRequest, MethodContext, MethodError, MethodSetup, get_method
 from openie.metrics import entity_scores, relation_scores
+from openie.predictions import (
+    PredictionsError,
+    append_predictions,
+    keep_lines,
+    lock,
+    truncate_partial_line,
+    write_json_atomic,
+)
 from openie.records import Record
 from openie.schema import Schema
 from prompts.builder import PromptBuilder
+from prompts.formats import FORMATS
 
-METHODS = ("icl", "ruie", "retrieveall", "el4ner", "dspy")  # wired here; the others are registered
 CONFIG_VERSION = 1
 
 
@@ -103,20 +112,6 @@ def io_path(output: Path) -> Path:
     return output.with_name(output.name + ".io.jsonl")
 
 
-def _keep_lines(path: Path, n: int) -> None:
-    """Cut ``path`` after its first ``n`` complete lines (a resumed run rewrites what follows)."""
-    if not path.is_file():
-        return
-    keep = 0
-    with open(path, "rb") as fh:
-        for i, raw in enumerate(fh):
-            if i >= n or not raw.endswith(b"\n"):
-                break
-            keep += len(raw)
-    with open(path, "r+b") as fh:
-        fh.truncate(keep)
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -126,14 +121,11 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise ExtractError(f"{path} is not valid JSON ({err}); delete it or pass --overwrite") from None
 
 
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _lock_output(fh: IO[bytes], output: Path) -> None:
+    try:
+        lock(fh, output)
+    except PredictionsError as err:
+        raise ExtractError(str(err)) from None
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -142,37 +134,6 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
         return json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
 
     return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if norm(old.get(k)) != norm(new.get(k))}
-
-
-def _lock(fh: IO[bytes], output: Path) -> None:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        return
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise ExtractError(f"{output} is being written by another running extraction") from None
-
-
-def _truncate_partial_line(fh: IO[bytes]) -> int:
-    """Cut everything after the last newline (a write interrupted mid-line); returns bytes cut."""
-    size = fh.seek(0, os.SEEK_END)
-    pos = size
-    while pos > 0:
-        step = min(1 << 16, pos)
-        fh.seek(pos - step)
-        chunk = fh.read(step)
-        nl = chunk.rfind(b"\n")
-        if nl >= 0:
-            pos = pos - step + nl + 1
-            break
-        pos -= step
-    if pos < size:
-        fh.truncate(pos)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return size - pos
 
 
 # =============================================================================================
@@ -373,8 +334,25 @@ def _verify_done(output: Path, source: RecordSource, scan: InputScan, tally: _Ta
     return done
 
 
+def _adapter_hash(path: str, tolerant: bool) -> str:
+    """An adapter's content hash; with an injected engine (which loaded its adapters itself) a folder
+    this process cannot read is recorded by its path."""
+    try:
+        return adapter_content_hash(path)
+    except Exception:
+        if not tolerant:
+            raise
+        return str(path)
+
+
+def _resolved_if_exists(path: str) -> str:
+    """An option naming an existing file or folder is recorded absolute (a resume from elsewhere finds it)."""
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() else path
+
+
 def extract_file(
-    input: str | Path,
+    input: str | Path | RecordSource,
     output: str | Path,
     *,
     schema: Schema | str | Path | Sequence[str] | None = None,
@@ -410,6 +388,12 @@ def extract_file(
     ray_workers: int | None = None,
     ray_gpus_per_worker: float = 0.0,
     ray_cpus_per_worker: float = 1.0,
+    max_prompt_tokens: int | None = None,
+    task: str | None = None,
+    default_pool: str | None = None,
+    shared_dir: str | Path | None = None,
+    workdir: str | Path | None = None,
+    engine_for: Callable[[EngineRequest], Engine] | None = None,
 ) -> ExtractSummary:
     """Extract every record of ``input`` (JSONL file, records file or ``NAME:SPLIT``) into ``output``.
 
@@ -418,12 +402,17 @@ def extract_file(
     retrieved: ``retriever`` names a strategy of ``openie.methods.demonstrations`` (``bm25``,
     ``bm25s``, ``dense``, ``entity_knn`` with ``retriever_options``; ``ruie`` or ``saved`` with
     ``retriever_path``), optionally reranked by ``rerank`` (a reward model or cross-encoder folder).
-    ``method="ruie"`` is in-context extraction with a fitted RUIE work folder (``retriever_path``)
-    as the retriever; its pool defaults to the one it was trained on. ``method="gliner"`` runs a
-    GLiNER checkpoint (``method_options``: ``model``, ``threshold``, ``labels`` name|description,
-    ``nested``) over the schema's entity types: no LLM, no template, no demonstrations. ``method="dspy"``
-    runs a DSPy program (``method_options``: :data:`openie.agent.options.OPTIONS`) on the engine;
-    ``demonstrations`` is then its pool and ``k`` its ``knn_k``. ``engine`` injects a built engine
+    ``retriever="ruie"`` with a fitted RUIE work folder as ``retriever_path`` draws from the pool it
+    was trained on unless one is given. ``method`` is any registered method
+    (:mod:`openie.methods.registry`), built from ``method_options`` by its registration; one that
+    picks its own demonstrations (``el4ner``, ``dspy``) takes ``demonstrations`` as its pool and ``k``
+    as its k. ``task`` (default: the template's) names the task of a method that writes its own
+    prompts; ``max_prompt_tokens`` drops the least relevant demonstrations until a prompt fits;
+    ``default_pool`` (default: the input corpus's train split) is the pool of a method that picks
+    its own demonstrations when none is given; ``shared_dir`` is where runs may share a method's
+    caches (grid cells: the experiment folder), ``workdir`` where it keeps this run's files (default:
+    ``OUTPUT.METHOD/``; grid cells: the cell folder); ``engine_for`` starts the other engines a method
+    asks for (default: one per request, closed at the end). ``engine`` injects a built engine
     (its ``model_id`` is recorded as the model; ``cache`` then wraps it); ``engine_factory`` builds one per process
     (needed with Ray); otherwise ``create_engine(backend, model, adapters, cache=cache,
     **engine_options)``; ``engine_options["dtype"]`` (default ``auto``) is resolved for this
@@ -434,150 +423,105 @@ def extract_file(
     Raises :class:`ConfigMismatchError` when ``output`` was written with another configuration.
     """
     t0 = time.perf_counter()
-    registration = None
-    if method not in METHODS:
-        try:
-            registration = get_method(method)
-        except MethodError as err:
-            raise ExtractError(str(err)) from None
+    try:
+        registration = get_method(method)
+    except MethodError as err:
+        raise ExtractError(str(err)) from None
     if batch_size < 1 or max_tokens < 1:
         raise ExtractError(f"batch_size and max_tokens must be >= 1, got {batch_size} and {max_tokens}")
     if limit is not None and limit < 0:
         raise ExtractError(f"limit must be >= 0, got {limit}")
     if engine is not None and ray_address is not None:
         raise ExtractError("an engine instance cannot be shipped to Ray workers: pass engine_factory= instead")
+    if ray_address is not None and not registration.ray:
+        raise ExtractError(f"method {method!r} runs no Ray workers")
+    if not registration.needs_engine and (engine is not None or engine_factory is not None):
+        raise ExtractError(f"method {method!r} runs no LLM engine: pass no engine or engine_factory")
+    if adapter is not None and registration.picks_adapter:
+        raise ExtractError(f"method {method!r} picks each record's adapter itself: no --use-adapter")
     adapters = {name: str(path) for name, path in (adapters or {}).items()}
-    if adapter is not None and engine is None and engine_factory is None and adapter not in adapters:
-        raise ExtractError(f"adapter {adapter!r} is not among the loaded adapters "
-                           f"({', '.join(adapters) or 'none: add --adapter NAME=PATH'})")
     output = Path(output)
     errors = Path(errors_path) if errors_path is not None else errors_file_path(output)
     sidecar = sidecar_path(output)
+    workdir = Path(workdir) if workdir is not None else output.parent / f"{output.name}.{registration.name}"
 
-    source = RecordSource(str(input), data_root)
+    source = input if isinstance(input, RecordSource) else RecordSource(str(input), data_root)
     resolved_schema = resolve_schema(schema, source)
     builder = PromptBuilder(template, resolved_schema)
+    method_options = dict(method_options or {})
+    own = registration.demonstration_options
+    if own is not None:  # the method picks its own demonstrations: the pool and k are its options
+        if retriever != "random" or retriever_path is not None or rerank is not None:
+            raise ExtractError(f"method {method!r} picks its own demonstrations (its options {own[0]} and {own[1]}: "
+                               f"--demos is its pool, --k its {own[1]}): no --retriever, --retriever-path or --rerank")
+        if demonstrations is not None:
+            method_options.setdefault(own[0], demonstrations)
+            method_options.setdefault(own[1], k)
+            demonstrations = None
+    elif demonstrations is not None and not registration.takes_demonstrations:
+        raise ExtractError(f"method {method!r} takes no demonstrations")
+    method_options = registration.map_paths(method_options, _resolved_if_exists)
+    task = str(task or method_options.get("task") or builder.task) if not registration.uses_template else builder.task
+    if default_pool is None and source.dataset is not None:
+        from openie.datasets import default_pool as corpus_default_pool
+
+        default_pool = corpus_default_pool(source.dataset)
+    setup = MethodSetup(task, model, backend, adapter, adapters if engine is None and engine_factory is None else None,
+                        default_pool, data_root)
+    try:
+        options = registration.parse_options(method_options, "method options", setup)
+    except MethodError as err:
+        raise ExtractError(str(err)) from None
+    if registration.engine_adapters is not None:
+        adapters.update(registration.engine_adapters(options))
+    if adapter is not None and engine is None and engine_factory is None and adapter not in adapters:
+        raise ExtractError(f"adapter {adapter!r} is not among the loaded adapters "
+                           f"({', '.join(adapters) or 'none: add --adapter NAME=PATH'})")
+    run_template = registration.run_template(template, builder.format.name, options)
+    if run_template != template:
+        template = run_template
+        builder = PromptBuilder(template, resolved_schema)
+        task = builder.task if registration.uses_template else task
+    if builder.format.name not in FORMATS and registration.uses_template:
+        raise ExtractError(f"template {template!r} is a stage of a method that renders it itself "
+                           f"(format {builder.format.name}); pick an extraction template")
+    if registration.tasks is not None and task not in registration.tasks:
+        raise ExtractError(f"method {method!r} extracts {', '.join(registration.tasks)}; the schema's task is {task!r}")
     demos: Demonstrations | None = None
     demos_config = None
     selection = None
-    registered_extractor: Any = None  # a registered method without an engine, built before the run record
-    if method == "retrieveall":
-        from openie.experiments.retrieveall import RetrieveAllConfig, trained_adapters
-
-        options = dict(method_options or {})
-        unknown = sorted(set(options) - {"config", "mode"})
-        if unknown or not options.get("config"):
-            raise ExtractError("method 'retrieveall' takes the options config=RUN_CONFIG.yaml (a finished "
-                               f"openie retrieveall experiment) and mode=routed|oracle|shared (got {sorted(options)})")
-        if demonstrations is not None or ray_address is not None or adapter is not None:
-            raise ExtractError("method 'retrieveall' picks each record's adapter and demonstrations itself: "
-                               "no --use-adapter, demonstrations or Ray")
-        try:
-            retrieveall_config = RetrieveAllConfig.load(options["config"])
-            adapters.update(trained_adapters(retrieveall_config)[0])
-        except ValueError as err:
-            raise ExtractError(str(err)) from None
-        template = retrieveall_config.inference.template
-        builder = PromptBuilder(template, resolved_schema)
-    elif method == "el4ner":
-        from openie.methods.el4ner import EL4NERError, member_specs, split_options
-
-        if retriever != "random" or ray_address is not None:
-            raise ExtractError("method 'el4ner' picks its own demonstrations (span or sentence similarity over "
-                               "--demos, the pool) and runs no Ray")
-        method_options = dict(method_options or {})
-        if demonstrations is not None:  # --demos is the pool, --k the demonstrations per record
-            method_options.setdefault("pool", demonstrations)
-            method_options.setdefault("k", k)
-            demonstrations = None
-        pools = method_options.get("pool")  # records files by absolute path: the sidecar must name the same file
-        if isinstance(pools, str | list):
-            resolved = [str(Path(p).resolve()) if isinstance(p, str) and Path(p).is_file() else p
-                        for p in ([pools] if isinstance(pools, str) else pools)]
-            method_options["pool"] = resolved[0] if isinstance(pools, str) else resolved
-        try:
-            el4ner_stages, el4ner_run = split_options(method_options)
-            el4ner_specs = member_specs(el4ner_run["members"], model=model, adapter=adapter, backend=backend)
-        except EL4NERError as err:
-            raise ExtractError(str(err)) from None
-        if builder.task != "ner":
-            raise ExtractError(f"method 'el4ner' extracts entities; the schema's task is {builder.task!r}")
-    elif method == "dspy":
-        from openie.agent.options import DSPyOptionsError, check_options, option_fingerprints
-        from openie.experiments.config import map_dspy_paths
-
-        if retriever != "random" or retriever_path is not None or rerank is not None or ray_address is not None:
-            raise ExtractError("method 'dspy' picks its own demonstrations (method options retriever=bm25|bm25s|dense|"
-                               "saved:PATH, knn_k; --demos is its pool, --k its knn_k) and runs no Ray")
-        method_options = dict(method_options or {})
-        if demonstrations is not None:  # --demos is the pool, --k the kNN demonstrations per record
-            method_options.setdefault("pool", demonstrations)
-            method_options.setdefault("knn_k", k)
-            demonstrations = None
-        method_options = map_dspy_paths(method_options, lambda p: str(Path(p).expanduser().resolve())
-                                        if Path(p).expanduser().exists() else p, local=lambda p: True, pools=True)
-        try:
-            dspy_options = check_options(method_options, task=method_options.get("task") or (
-                builder.task if builder.task in ("ner", "re") else "ner"))
-            dspy_fingerprints = option_fingerprints(dspy_options)
-        except DSPyOptionsError as err:
-            raise ExtractError(str(err)) from None
-    elif registration is not None:
-        try:
-            registered_options = registration.parse_options(method_options, "method options")
-        except MethodError as err:
-            raise ExtractError(str(err)) from None
-        if demonstrations is not None and not registration.takes_demonstrations:
-            raise ExtractError(f"method {method!r} takes no demonstrations")
-        if not registration.needs_engine and (engine is not None or engine_factory is not None):
-            raise ExtractError(f"method {method!r} runs no LLM engine: pass no engine or engine_factory")
-        if ray_address is not None and not registration.ray:
-            raise ExtractError(f"method {method!r} runs no Ray workers")
-        if registration.template_format and builder.format.name != registration.template_format:
-            template = str(registration.template)  # the run's template is not in the format the method reads
-            builder = PromptBuilder(template, resolved_schema)
-        if registration.tasks is not None and builder.task not in registration.tasks:
-            raise ExtractError(f"method {method!r} extracts {', '.join(registration.tasks)}; the schema's task is "
-                               f"{builder.task!r}")
-        if not registration.needs_engine:  # its own model: built now, so the run record can name its weights
-            try:
-                registered_extractor = registration.build(
-                    MethodContext(resolved_schema, None, template, None, adapter, max_tokens, batch_size, constrained,
-                                  data_root, output.parent / f"{output.name}.{method}", model), registered_options)
-            except ValueError as err:
-                raise ExtractError(str(err)) from None
-    elif method_options:
-        raise ExtractError(f"method {method!r} takes no method options (got {sorted(method_options)})")
-    if method == "ruie":
-        if retriever_path is None:
-            raise ExtractError("method 'ruie' needs the fitted RUIE work folder (--retriever-path DIR; "
-                               "openie ruie fit makes one)")
-        retriever = "ruie"
-        if demonstrations is None:
-            from openie.methods.ruie import RUIE
-
-            demonstrations = list(RUIE(retriever_path).config.pool)
-    if demonstrations is not None or retriever == "saved":
+    if registration.takes_demonstrations and (demonstrations is not None or retriever != "random"):
         # one path for every selector and pool count, the one grid cells take (openie.methods.demonstrations):
         # a pool read here is tagged with its corpus's own schema, so the same settings build the same prompts
-        from openie.methods.demonstrations import load_pool_sources
+        from openie.methods.demonstrations import default_pool_sources, load_pool_sources
 
+        path = str(Path(retriever_path).resolve()) if retriever_path else None
         sources = [demonstrations] if isinstance(demonstrations, str) else list(demonstrations or [])
-        sources = [str(Path(p).resolve()) if Path(p).is_file() else p for p in sources]
+        sources = [str(Path(p).resolve()) if Path(p).is_file() else p for p in sources] or \
+            list(default_pool_sources(retriever, path))
         try:
-            selection = DemonstrationSpec(retriever, tuple(sources), k, seed, dict(retriever_options or {}),
-                                          str(Path(retriever_path).resolve()) if retriever_path else None,
+            selection = DemonstrationSpec(retriever, tuple(sources), k, seed, dict(retriever_options or {}), path,
                                           str(Path(rerank).resolve()) if rerank else None, rerank_candidates,
-                                          builder.task, data_root)
-        except ValueError as err:
-            raise ExtractError(str(err)) from None
-        try:
-            pool_records = load_pool_sources(sources, builder.task, data_root)
+                                          task, data_root)
+            pool_records = load_pool_sources(sources, task, data_root)
         except ValueError as err:
             raise ExtractError(str(err)) from None
         demos = demonstration_selector(selection, pool_records)
         demos_config = {"selector": retriever, **selection.describe(), "pool_size": len(pool_records),
                         "pool_sha256": pool_fingerprint(pool_records), "fingerprints": spec_fingerprints(selection)}
+    elif retriever != "random" or retriever_path is not None or rerank is not None:
+        raise ExtractError(f"method {method!r} takes no demonstrations: no --retriever, --retriever-path or --rerank"
+                           if not registration.takes_demonstrations else
+                           "--retriever-path and --rerank choose demonstrations: give a --retriever and a --demos pool")
+    registered_extractor: Any = None  # a method without an engine: built now, so the run record can name its weights
+    if not registration.needs_engine:
+        try:
+            registered_extractor = registration.build(
+                MethodContext(resolved_schema, None, template, None, adapter, max_tokens, batch_size, constrained,
+                              data_root, workdir, model, task, backend, max_prompt_tokens, save_io,
+                              Path(shared_dir) if shared_dir else None, None, default_pool), options)
+        except ValueError as err:
+            raise ExtractError(str(err)) from None
     if engine is not None and cache is not None:
         from openie.engines.cache import CachedEngine
 
@@ -591,61 +535,41 @@ def extract_file(
     engine_options = dict(engine_options or {})
     if engine is not None:
         dtype = dtype_name(getattr(engine, "dtype", None))
-    elif engine_factory is not None or (registration is not None and not registration.needs_engine):
+    elif engine_factory is not None or not registration.needs_engine:
         dtype = dtype_name(engine_options.get("dtype"))  # a factory's engine: as its options say, if they say
     else:
         device = str(engine_options.get("device", "auto")) if backend == "hf" else "auto"
         choice = resolve_dtype(engine_options.get("dtype", "auto"), device)
         announce(choice)
         dtype = choice.dtype
-        engine_options["dtype"] = dtype  # every engine of the run (Ray workers, EL4NER members) gets the same
-    adapter_hashes = {name: adapter_content_hash(path) for name, path in adapters.items()}
+        engine_options["dtype"] = dtype  # every engine of the run (Ray workers, a method's other engines) gets the same
+    adapter_hashes = {name: _adapter_hash(path, tolerant=engine is not None) for name, path in adapters.items()}
     if adapter is not None and adapter not in adapter_hashes and engine is not None:
         adapter_hashes[adapter] = engine.adapter_fingerprint(adapter)
+    described = getattr(registered_extractor, "describe", None)  # what the built model is (its weights)
     config = {
-        "config_version": CONFIG_VERSION, "method": method, "task": builder.task, "template": builder.version,
+        "config_version": CONFIG_VERSION, "method": method, "task": task,
+        "template": builder.version if registration.uses_template else None,
         "input": source.id, "backend": backend_id, "model": model_id, "adapters": adapter_hashes,
         "adapter": adapter, "schema": resolved_schema.to_dict(), "demonstrations": demos_config,
-        "max_tokens": max_tokens, "temperature": 0.0, "constrained": constrained, "dtype": dtype,
+        "max_tokens": max_tokens if registration.needs_engine else None, "temperature": 0.0,
+        "constrained": constrained if registration.uses_template else None, "dtype": dtype,
+        "max_prompt_tokens": max_prompt_tokens,
         "engine_options": json.loads(json.dumps({k: v for k, v in engine_options.items() if k != "dtype"},
                                                 sort_keys=True, default=str)),
+        "method_options": {**registration.describe(options), **(described() if described else {})},
     }
-    if method == "el4ner":
-        from openie.methods.el4ner import OPTIONS as EL4NER_OPTIONS
-        from prompts.registry import default_registry
-
-        registry = default_registry()
-        config.update(template=[registry.get(t).version for t in (el4ner_stages.spans_template,
-                                                                   el4ner_stages.type_template,
-                                                                   el4ner_stages.verify_template)],
-                      method_options={**EL4NER_OPTIONS, **method_options, "members": [
-                          {"name": s.name, "backend": s.backend,
-                           "model": model_id if (s.model == model and s.backend in ("auto", backend)) else s.model,
-                           "adapter": s.adapter, "adapter_sha256": adapter_content_hash(s.adapter_path)
-                           if s.adapter_path else adapter_hashes.get(s.adapter)} for s in el4ner_specs]})
-    if method == "retrieveall":
-        config.update(method_options={"config": retrieveall_config.config_file,
-                                      "mode": (method_options or {}).get("mode", "routed"),
-                                      "run": retrieveall_config.output})
-    if method == "dspy":  # DSPy writes the prompts: its options and the contents of what they name
-        config.update(task=dspy_options["task"], template=None, constrained=None,
-                      max_tokens=dspy_options["max_tokens"] or max_tokens,
-                      method_options={**dspy_options, "fingerprints": dspy_fingerprints})
-    if registration is not None:
-        described = getattr(registered_extractor, "describe", None)  # what the built model is (its weights)
-        config.update(method_options={**registration.describe(registered_options), **(described() if described else {})})
-        if not registration.needs_engine:  # its own model's identity replaces the engine's
-            config.update(backend=None, model=None, adapters={}, dtype=None)
-        if not registration.uses_template:
-            config.update(template=None, max_tokens=None, constrained=None)
+    if not registration.needs_engine:  # its own model's identity replaces the engine's
+        config.update(backend=None, model=None, adapters={}, dtype=None)
     spec = ExtractorSpec(template, resolved_schema.to_dict(), backend, model, adapters, adapter,
                          dict(engine_options or {}), max_tokens, batch_size, constrained,
                          data_root, str(cache) if cache is not None else None, engine_factory, selection, save_io,
-                         method, dict(method_options or {}), str(output.parent / f"{output.name}.{method}"))
+                         method, method_options, str(workdir), max_prompt_tokens,
+                         str(shared_dir) if shared_dir else None, replace(setup, task=task))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a+b") as out:
-        _lock(out, output)
+        _lock_output(out, output)
         for stale in output.parent.glob(f"{sidecar.name}.tmp*"):  # a sidecar write cut by a kill
             stale.unlink(missing_ok=True)
         if overwrite:
@@ -658,7 +582,7 @@ def extract_file(
             diff = config_diff(previous["config"], config)
             if diff:
                 raise ConfigMismatchError(output, diff)
-            _truncate_partial_line(out)
+            truncate_partial_line(out)
 
         scan = source.scan(errors)
         outside = _check_gold_labels(scan, resolved_schema)
@@ -670,7 +594,7 @@ def extract_file(
         tally = _Tally(resolved_schema, score_relations, summary)
         state = {"config": config, "status": "running", "limit": limit, "input_records": scan.total,
                  "malformed_lines": scan.malformed}
-        _write_json_atomic(sidecar, state)
+        write_json_atomic(sidecar, state)
 
         has_output = os.fstat(out.fileno()).st_size > 0
         done = _verify_done(output, source, scan, tally, batch_size) if has_output else 0
@@ -679,7 +603,7 @@ def extract_file(
         io_file = io_path(output)
         if overwrite:
             io_file.unlink(missing_ok=True)
-        _keep_lines(io_file, done)
+        keep_lines(io_file, done)
         io_out = open(io_file, "a", encoding="utf-8") if save_io and pending else None
         counts = BatchCounts()
         cached = False
@@ -688,7 +612,19 @@ def extract_file(
             batches = _aligned_batches(source.records(scan, done, total), done, batch_size)
             bar: Any = None
             owned: Engine | None = None
-            member_engines: list[Engine] = []  # el4ner members on other models
+            others: dict[tuple[Any, ...], Engine] = {}  # engines the method asked for, closed at the end
+
+            def other_engine(request: EngineRequest) -> Engine:
+                if engine_for is not None:
+                    return engine_for(request)
+                key = (request.backend, request.model, tuple(sorted(request.adapters.items())))
+                if key not in others:
+                    from openie.engines import create_engine
+
+                    others[key] = create_engine(request.backend, request.model, dict(request.adapters) or None,
+                                                cache=cache, **dict(engine_options or {}))
+                return others[key]
+
             try:
                 if ray_address is not None:
                     from openie.experiments.ray_extract import ray_predict
@@ -700,52 +636,13 @@ def extract_file(
                 else:
                     if registered_extractor is not None:
                         extractor: Any = registered_extractor
-                    elif method == "retrieveall":
-                        from openie.experiments.retrieveall import build_extractor
-
-                        if engine is None:
-                            owned = spec.build_engine()
-                        extractor = build_extractor(retrieveall_config, engine or owned,
-                                                    str((method_options or {}).get("mode", "routed")))
-                    elif method == "el4ner":
-                        from openie.methods.el4ner import EL4NERExtractor, build_members
-
-                        def member_engine(b: str, m: str, member_adapters: dict[str, str] | None) -> Engine:
-                            nonlocal owned
-                            if m == model and b in ("auto", backend):
-                                if engine is None and owned is None:
-                                    owned = spec.build_engine()
-                                return engine or owned  # type: ignore[return-value]
-                            from openie.engines import create_engine
-
-                            other = create_engine(backend if b == "auto" else b, m, member_adapters, cache=cache,
-                                                  **dict(engine_options or {}))
-                            member_engines.append(other)
-                            return other
-
-                        try:
-                            extractor = EL4NERExtractor.from_options(
-                                build_members(el4ner_specs, member_engine), resolved_schema, method_options,
-                                data_root=data_root, batch_size=batch_size, show_progress=show_progress,
-                                span_cache=output.parent / f"{output.name}.el4ner-pool-spans.jsonl")
-                        except ValueError as err:
-                            raise ExtractError(str(err)) from None
-                    elif method == "dspy":
-                        from openie.agent.options import from_options
-
-                        if engine is None:
-                            owned = spec.build_engine()
-                        try:
-                            extractor = from_options(engine or owned, resolved_schema, dspy_options,
-                                                     data_root=data_root, adapter=adapter, max_tokens=max_tokens,
-                                                     batch_size=batch_size,
-                                                     workdir=output.parent / f"{output.name}.dspy")
-                        except ValueError as err:
-                            raise ExtractError(str(err)) from None
                     else:
-                        if engine is None and (registration is None or registration.needs_engine):
+                        if engine is None:
                             owned = spec.build_engine()
-                        extractor = spec.build(engine or owned, demos)
+                        try:
+                            extractor = spec.build(engine or owned, demos, engine_for=other_engine)
+                        except ValueError as err:
+                            raise ExtractError(str(err)) from None
                     cached = hasattr(getattr(getattr(extractor, "engine", None), "stats", None), "hits")
                     stream = ((b, *predict_batch(extractor, b)) for b in batches)
                     t_loop = time.perf_counter()  # model loading is not extraction time
@@ -756,9 +653,7 @@ def extract_file(
                     if io_out is not None:  # before the predictions: a kill in between re-predicts, never loses
                         io_out.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in io_lines))
                         io_out.flush()
-                    out.write("".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in preds).encode())
-                    out.flush()
-                    os.fsync(out.fileno())
+                    append_predictions(out, preds)
                     counts += batch_counts
                     summary.processed += len(preds)
                     tally.add(gold, preds, scan.has_gold)
@@ -771,9 +666,9 @@ def extract_file(
                     io_out.close()
                 if bar is not None:
                     bar.close()
-                for e in (owned, *member_engines):
-                    if e is not None and hasattr(e, "close"):
-                        e.close()
+                for e in (owned, *others.values()):
+                    if e is not None:
+                        close_engine(e)
         loop_seconds = time.perf_counter() - t_loop if pending else 0.0
 
     tally.finish(scan.has_gold)
@@ -786,6 +681,6 @@ def extract_file(
     summary.tokens_per_s = round(counts.completion_tokens / loop_seconds, 2) if loop_seconds else 0.0
     summary.seconds = round(time.perf_counter() - t0, 3)
     complete = summary.records >= total
-    _write_json_atomic(sidecar, {**state, "status": "complete" if complete else "partial",
+    write_json_atomic(sidecar, {**state, "status": "complete" if complete else "partial",
                                  "summary": summary.to_dict()})
     return summary

@@ -18,12 +18,10 @@ from typing import IO, Any
 from openie.engines.base import Engine
 from openie.errors import OpenIEError
 from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector
-from openie.methods.gliner import GLiNERExtractor
-from openie.methods.icl import Demonstrations, InContextExtractor
-from openie.methods.registry import Extractor, MethodContext, get_method, is_registered
+from openie.methods.icl import Demonstrations
+from openie.methods.registry import EngineRequest, Extractor, MethodContext, MethodSetup, get_method
 from openie.records import Event, Record
 from openie.schema import Schema
-from prompts.builder import PromptBuilder
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
 INDEX_EVERY = 1024  # a byte offset is kept every this many valid records (Ray workers seek to them)
@@ -104,7 +102,17 @@ class RecordSource:
             raise ExtractError(f"input {self.spec!r} is neither an existing file nor a registered corpus NAME:SPLIT "
                                f"(corpora: {', '.join(list_datasets())})")
 
+    @classmethod
+    def of(cls, records: Sequence[Record], name: str) -> RecordSource:
+        """Records already in memory (a grid cell's seeded sample), recorded as ``name``."""
+        source = cls.__new__(cls)
+        source.spec, source.data_root, source.path, source.kind = name, None, None, "memory"
+        source._records = list(records)
+        return source
+
     def __getstate__(self) -> dict[str, Any]:  # Ray ships the source, not records loaded by the driver
+        if self.kind == "memory":
+            raise ExtractError(f"records in memory ({self.spec}) do not travel to Ray workers: write them to a file")
         return {**self.__dict__, "_records": None}
 
     @property
@@ -114,7 +122,12 @@ class RecordSource:
 
     @property
     def dataset(self) -> str | None:
-        return self.spec.partition(":")[0] if self.kind == "dataset" else None
+        if self.kind in ("dataset", "memory") and ":" in self.spec:
+            from openie.datasets import list_datasets
+
+            name = self.spec.partition(":")[0]
+            return name if name in list_datasets() else None
+        return None
 
     def _loaded(self) -> list[Record]:
         if self._records is None:
@@ -221,9 +234,12 @@ class ExtractorSpec:
     engine_factory: Callable[[], Engine] | None = None  # instead of create_engine (tests, custom engines)
     selection: DemonstrationSpec | None = None  # how demonstrations are chosen (random draws or a retriever)
     save_io: bool = False  # keep prompts and raw answers (written to <output>.io.jsonl)
-    method: str = "icl"  # a registered method (openie.methods.registry) is built through its registration
+    method: str = "icl"  # a registered method (openie.methods.registry), built through its registration
     method_options: dict[str, Any] = field(default_factory=dict)
     workdir: str | None = None
+    max_prompt_tokens: int | None = None
+    shared_dir: str | None = None
+    setup: MethodSetup | None = None  # what the method's options were checked against (task, model, default pool)
 
     def build_engine(self) -> Engine:
         if self.engine_factory is not None:
@@ -235,20 +251,23 @@ class ExtractorSpec:
     def build_demonstrations(self) -> Demonstrations | None:
         return demonstration_selector(self.selection) if self.selection is not None else None
 
-    def build(self, engine: Engine | None = None, demonstrations: Demonstrations | None = None) -> Any:
-        if is_registered(self.method):
-            reg = get_method(self.method)
-            context = MethodContext(
-                Schema.from_dict(self.schema), (engine or self.build_engine()) if reg.needs_engine else None,
-                self.template, (demonstrations or self.build_demonstrations()) if reg.takes_demonstrations else None,
-                self.adapter, self.max_tokens, self.batch_size, self.constrained, self.data_root,
-                Path(self.workdir) if self.workdir else None, self.model)
-            return reg.build(context, reg.parse_options(self.method_options))
-        builder = PromptBuilder(self.template, Schema.from_dict(self.schema))
-        return InContextExtractor(engine or self.build_engine(), builder,
-                                  demonstrations=demonstrations or self.build_demonstrations(),
-                                  adapter=self.adapter, max_tokens=self.max_tokens, batch_size=self.batch_size,
-                                  constrained=self.constrained, show_progress=False, save_io=self.save_io)
+    def method_setup(self) -> MethodSetup:
+        return self.setup or MethodSetup("ner", self.model, self.backend, self.adapter, self.adapters, None,
+                                         self.data_root)
+
+    def build(self, engine: Engine | None = None, demonstrations: Demonstrations | None = None,
+              engine_for: Callable[[EngineRequest], Engine] | None = None) -> Extractor:
+        """The method's extractor through its registration (the one way every process builds it)."""
+        reg = get_method(self.method)
+        setup = self.method_setup()
+        options = reg.parse_options(self.method_options, "method options", setup)
+        context = MethodContext(
+            Schema.from_dict(self.schema), (engine or self.build_engine()) if reg.needs_engine else None,
+            self.template, (demonstrations or self.build_demonstrations()) if reg.takes_demonstrations else None,
+            self.adapter, self.max_tokens, self.batch_size, self.constrained, self.data_root,
+            Path(self.workdir) if self.workdir else None, self.model, setup.task, self.backend, self.max_prompt_tokens,
+            self.save_io, Path(self.shared_dir) if self.shared_dir else None, engine_for, setup.default_pool)
+        return reg.build(context, options)
 
 
 def model_input(record: Record, task: str) -> Record:
@@ -285,8 +304,7 @@ def _counts(extractor: Any) -> tuple[int, ...]:
             *_cache_counts(getattr(extractor, "engine", None)))
 
 
-def predict_batch(extractor: InContextExtractor | GLiNERExtractor | Extractor,
-                  records: Sequence[Record]) -> tuple[list[Record], BatchCounts]:
+def predict_batch(extractor: Extractor, records: Sequence[Record]) -> tuple[list[Record], BatchCounts]:
     """One batch through the extractor (gold hidden); demonstration ids land in each prediction's meta."""
     before = _counts(extractor)
     preds = extractor.extract_batch([model_input(r, extractor.task) for r in records])

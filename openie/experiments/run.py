@@ -15,7 +15,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,13 +23,16 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from openie.engines.base import Engine, capabilities
+from openie.engines import close_engine
+from openie.engines.base import Engine
 from openie.engines.hardware import hardware_summary
-from openie.experiments.config import EngineConfig, ExperimentConfig, method_default_pool
+from openie.experiments.config import EngineConfig, ExperimentConfig, cell_options, method_default_pool
+from openie.experiments.extract import extract_file, sidecar_path
 from openie.experiments.grid import Cell, load_config
-from openie.experiments.job import model_input
+from openie.experiments.job import RecordSource
 from openie.methods.demonstrations import demonstration_selector as selector_from_spec
-from openie.methods.registry import MethodContext, get_method, is_registered
+from openie.methods.registry import EngineRequest, get_method
+from openie.predictions import read_predictions
 from openie.records import Record
 
 EngineFactory = Callable[[EngineConfig, "str | None"], Engine]
@@ -84,44 +87,34 @@ def create_cell_engine(engine: EngineConfig, cache: str | None) -> Engine:
                          dtype=engine.resolved_dtype(), **engine.options)
 
 
-def close_engine(engine: Any) -> None:
-    """Close an engine and, for a cache wrapper, the engine inside it."""
-    inner = getattr(engine, "__dict__", {}).get("engine")
-    for e in (engine, inner):
-        close = getattr(e, "close", None) if e is not None else None
-        if callable(close):
-            close()
+def cell_engine_config(cfg: ExperimentConfig) -> EngineConfig:
+    """The cell's engine settings, with the adapters its method needs loaded (``engine_adapters``)."""
+    reg = get_method(cfg.method.name)
+    if reg.engine_adapters is None:
+        return cfg.engine
+    extra = dict(reg.engine_adapters(cell_options(cfg)))
+    return EngineConfig(cfg.engine.backend, cfg.engine.model, cfg.engine.dtype, {**cfg.engine.adapters, **extra},
+                        cfg.engine.adapter, dict(cfg.engine.options))
 
 
-def member_engine_configs(cfg: ExperimentConfig) -> dict[tuple[str, str], EngineConfig]:
-    """EL4NER members on another (backend, model) than the cell's engine: one engine config each,
-    with the cell's dtype and engine options and the adapters those members load from folders."""
-    if cfg.method.name != "el4ner":
-        return {}
-    from openie.methods.el4ner import member_specs
-
-    out: dict[tuple[str, str], EngineConfig] = {}
-    for spec in member_specs(cfg.method.options.get("members"), model=cfg.engine.model, adapter=cfg.engine.adapter):
-        if _on_cell_engine(cfg, spec.backend, spec.model):
-            continue
-        ec = out.setdefault((spec.backend, spec.model), EngineConfig(
-            backend=cfg.engine.backend if spec.backend == "auto" else spec.backend, model=spec.model,
-            dtype=cfg.engine.dtype, options=dict(cfg.engine.options)))
-        if spec.adapter_path:
-            ec.adapters[str(spec.adapter)] = spec.adapter_path
-    return out
+def requested_engine_configs(cfg: ExperimentConfig) -> list[EngineConfig]:
+    """The engines a cell's method asks for besides the cell's (EL4NER's members on other models),
+    with the cell's dtype and engine options."""
+    reg = get_method(cfg.method.name)
+    return [_engine_config(cfg, r) for r in reg.requested_engines(cell_options(cfg))]
 
 
-def _on_cell_engine(cfg: ExperimentConfig, backend: str, model: str) -> bool:
-    return model == cfg.engine.model and backend in ("auto", cfg.engine.backend)
+def _engine_config(cfg: ExperimentConfig, request: EngineRequest) -> EngineConfig:
+    return EngineConfig(backend=request.backend, model=request.model, dtype=cfg.engine.dtype,
+                        adapters=dict(request.adapters), options=dict(cfg.engine.options))
 
 
 def engine_keys(cfg: ExperimentConfig) -> list[str]:
-    """Keys of every engine a cell uses: its own, then its EL4NER members' (empty for GLiNER)."""
+    """Keys of every engine a cell uses: its own, then those its method asks for (none without an engine)."""
     if not needs_engine(cfg):
         return []
-    return [cfg.engine.engine_key(cfg.cache_path)] + [ec.engine_key(cfg.cache_path)
-                                                      for ec in member_engine_configs(cfg).values()]
+    return [cell_engine_config(cfg).engine_key(cfg.cache_path)] + [
+        ec.engine_key(cfg.cache_path) for ec in requested_engine_configs(cfg)]
 
 
 class EnginePool:
@@ -133,7 +126,7 @@ class EnginePool:
 
     def get(self, cfg: ExperimentConfig) -> tuple[Engine, float]:
         """The engine for a cell and the seconds spent starting it (0 when reused)."""
-        return self.get_engine(cfg.engine, cfg.cache_path)
+        return self.get_engine(cell_engine_config(cfg), cfg.cache_path)
 
     def get_engine(self, engine: EngineConfig, cache: str | None) -> tuple[Engine, float]:
         key = engine.engine_key(cache)
@@ -176,33 +169,6 @@ def is_finished(cell_dir: Path, fingerprint: str) -> bool:
     return metrics is not None and metrics.get("fingerprint") == fingerprint
 
 
-def read_predictions(path: Path) -> dict[str, Record]:
-    """Predictions written so far, by id; a torn last line (a killed run) is cut off the file."""
-    done: dict[str, Record] = {}
-    if not path.is_file():
-        return done
-    good = 0
-    with path.open("rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                record = Record.from_dict(json.loads(raw))
-            except (ValueError, TypeError, KeyError):
-                break
-            done[record.id] = record
-            good += len(raw)
-    if good < path.stat().st_size:
-        with path.open("r+b") as fh:
-            fh.truncate(good)
-    return done
-
-
-def _batches(items: Sequence[Record], size: int) -> Iterable[list[Record]]:
-    for i in range(0, len(items), size):
-        yield list(items[i:i + size])
-
-
 def summarize(gold: Sequence[Record], preds: Sequence[Record], task: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(headline numbers, full ``evaluate`` scores) of one cell."""
     from openie.metrics import evaluate
@@ -229,14 +195,6 @@ def summarize(gold: Sequence[Record], preds: Sequence[Record], task: str) -> tup
     return summary, report.to_dict()
 
 
-def _token_counter(engine: Engine) -> Callable[[str], int] | None:
-    """Exact prompt lengths from the engine's tokenizer, where it has one (else whitespace words)."""
-    tokenizer = capabilities(engine).tokenizer
-    if tokenizer is None or not hasattr(tokenizer, "encode"):
-        return None
-    return lambda text: len(tokenizer.encode(text))
-
-
 @dataclass
 class CellOutcome:
     name: str
@@ -245,127 +203,85 @@ class CellOutcome:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def el4ner_extractor(cfg: ExperimentConfig, engine: Engine | None, span_cache: Path,
-                     member_engine: Callable[[EngineConfig], Engine]) -> Any:
-    """EL4NER over the cell's members: those on the cell's model share its engine, the others get
-    theirs from ``member_engine``; pool spans go to ``span_cache``, shared by the experiment's cells
-    (keyed by member, template and text, so sharing never serves another model's spans)."""
-    from openie.methods.el4ner import EL4NERExtractor, build_members, member_specs
-
-    others = member_engine_configs(cfg)
-
-    def make_engine(backend: str, model: str, adapters: dict[str, str] | None) -> Engine:
-        if _on_cell_engine(cfg, backend, model):
-            return engine  # type: ignore[return-value]  # adapters: checked against engine.adapters
-        return member_engine(others[(backend, model)])
-
-    m = cfg.method
-    members = build_members(member_specs(m.options.get("members"), model=cfg.engine.model,
-                                         adapter=cfg.engine.adapter), make_engine)
-    return EL4NERExtractor.from_options(members, cfg.load_schema(), m.options, default_pool=method_default_pool(cfg),
-                                        data_root=cfg.data_root, span_cache=span_cache, batch_size=m.batch_size)
-
-
 def needs_engine(cfg: ExperimentConfig) -> bool:
-    """Encoder methods (gliner, a registered method without an engine) bring their own model: no LLM
-    engine is started for them."""
-    return get_method(cfg.method.name).needs_engine if is_registered(cfg.method.name) else True
+    """Methods with an encoder of their own (GLiNER) start no LLM engine."""
+    return get_method(cfg.method.name).needs_engine
+
+
+def run_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The cell as :func:`~openie.experiments.extract.extract_file` arguments: one job for both entry
+    points, so the same settings build the same prompts."""
+    m, e, d = cfg.method, cfg.engine, cfg.demonstrations
+    args: dict[str, Any] = dict(
+        schema=cfg.load_schema(), method=m.name, template=m.template, backend=e.backend, model=e.model,
+        adapters=dict(e.adapters), adapter=e.adapter, method_options=dict(m.options), batch_size=m.batch_size,
+        max_tokens=m.max_tokens, constrained=m.constrained, max_prompt_tokens=m.max_prompt_tokens,
+        data_root=cfg.data_root, default_pool=method_default_pool(cfg), task=cfg.task,
+        engine_options={"dtype": e.resolved_dtype(), **e.options})
+    if d.strategy != "none" and d.k:
+        args.update(demonstrations=d.pool_sources or None, k=d.k, seed=d.seed if d.seed is not None else cfg.seed,
+                    retriever=d.strategy, retriever_options=dict(d.options), retriever_path=d.path, rerank=d.rerank,
+                    rerank_candidates=d.candidates)
+    return args
 
 
 def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_seconds: float = 0.0,
              force: bool = False, show_progress: bool = True,
              member_engine: Callable[[EngineConfig], Engine] | None = None) -> CellOutcome:
-    """Predict a cell's records (continuing a half-done cell), then evaluate it.
+    """Predict a cell's records with the ``openie extract`` job (continuing a half-done cell), then evaluate it.
 
-    ``member_engine(engine_config)`` starts (or reuses) the engines of EL4NER members that are not on
-    the cell's engine (default: :func:`create_cell_engine`, closed by nobody: pass a pool's).
+    ``member_engine(engine_config)`` starts (or reuses) the engines a method asks for besides the
+    cell's (default: :func:`create_cell_engine`, closed by the job: pass a pool's to share them).
     """
-    from openie.methods.icl import InContextExtractor
-    from prompts.builder import PromptBuilder
-
     cfg = cell.config
     fingerprint = cfg.fingerprint()
     cell_dir.mkdir(parents=True, exist_ok=True)
     cfg.dump(cell_dir / CONFIG_FILE)
     pred_path, timing_path, metrics_path = (cell_dir / f for f in (PREDICTIONS_FILE, TIMING_FILE, METRICS_FILE))
     timing = _read_json(timing_path)
-    if force or timing is None or timing.get("fingerprint") != fingerprint:
-        # a fresh start: whatever is here came from another config (or is being redone)
-        for p in (pred_path, metrics_path):
-            p.unlink(missing_ok=True)
+    fresh = (force or timing is None or timing.get("fingerprint") != fingerprint
+             or (pred_path.exists() and not sidecar_path(pred_path).exists()))  # written before the one job
+    if fresh:  # whatever is here came from another config (or is being redone)
         timing = {"fingerprint": fingerprint, "extract_seconds": 0.0, "prompt_tokens": 0, "completion_tokens": 0,
                   "sessions": [], "finished": False}
     metrics_path.unlink(missing_ok=True)
 
     gold = evaluation_records(cfg)
-    gold_ids = {r.id for r in gold}
-    done = {i: p for i, p in read_predictions(pred_path).items() if i in gold_ids}
-    todo = [model_input(r, cfg.task) for r in gold if r.id not in done]  # the model and the retrievers never see gold
     session = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "records": 0, "seconds": 0.0,
-               "resumed_after": len(done), "engine_start_seconds": round(engine_start_seconds, 3)}
+               "resumed_after": 0, "engine_start_seconds": round(engine_start_seconds, 3)}
     timing["sessions"].append(session)
     timing["finished"] = False
     _write_json(timing_path, timing)
 
-    m = cfg.method
-    builder = PromptBuilder(m.template, cfg.load_schema(), max_prompt_tokens=m.max_prompt_tokens,
-                            count_tokens=_token_counter(engine) if m.max_prompt_tokens else None)
-    selector = demonstration_selector(cfg)
-    extractor: Any
-    if m.name == "dspy":
-        from openie.agent.options import from_options
+    engine_for = None
+    if member_engine is not None:
+        def engine_for(request: EngineRequest) -> Engine:
+            return member_engine(_engine_config(cfg, request))
 
-        extractor = from_options(engine, cfg.load_schema(), m.options, task=cfg.task,  # type: ignore[arg-type]
-                                 default_pool=method_default_pool(cfg), data_root=cfg.data_root,
-                                 adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size,
-                                 workdir=cell_dir)
-    elif m.name == "el4ner":
-        extractor = el4ner_extractor(cfg, engine, cell_dir.parent / "el4ner-pool-spans.jsonl",
-                                     member_engine or (lambda ec: create_cell_engine(ec, cfg.cache_path)))
-    elif is_registered(m.name):
-        reg = get_method(m.name)
-        context = MethodContext(cfg.load_schema(), engine if reg.needs_engine else None, m.template,
-                                selector if reg.takes_demonstrations else None, cfg.engine.adapter, m.max_tokens,
-                                m.batch_size, m.constrained, cfg.data_root, cell_dir, cfg.engine.model)
-        extractor = reg.build(context, reg.parse_options(m.options))
-    else:
-        extractor = InContextExtractor(engine, builder, demonstrations=selector,
-                                       adapter=cfg.engine.adapter, max_tokens=m.max_tokens, batch_size=m.batch_size,
-                                       constrained=m.constrained, show_progress=False)
-    bar = tqdm(total=len(gold), initial=len(done), desc=cell.name[:40], unit="rec", leave=False,
-               disable=not show_progress)
-    with pred_path.open("a", encoding="utf-8") as out:
-        for batch in _batches(todo, m.batch_size):
-            start = time.perf_counter()
-            before = (extractor.stats.prompt_tokens, extractor.stats.completion_tokens)
-            preds = extractor.extract_batch(batch)
-            for record, pred in zip(batch, preds, strict=True):
-                if selector is not None:  # which demonstrations were drawn (as openie extract records them)
-                    pred.meta["demo_ids"] = [d.id for d in selector(record)]
-                out.write(json.dumps(pred.to_dict(), ensure_ascii=False) + "\n")
-                done[pred.id] = pred
-            out.flush()
-            os.fsync(out.fileno())
-            seconds = time.perf_counter() - start
-            session["records"] += len(batch)
-            session["seconds"] = round(session["seconds"] + seconds, 3)
-            timing["extract_seconds"] = round(timing["extract_seconds"] + seconds, 3)
-            timing["prompt_tokens"] += extractor.stats.prompt_tokens - before[0]
-            timing["completion_tokens"] += extractor.stats.completion_tokens - before[1]
-            _write_json(timing_path, timing)
-            bar.update(len(batch))
-    bar.close()
+    name = f"{cfg.dataset}:{cfg.split}" + (f" sample={cfg.sample} sample_seed={cfg.sample_seed}" if cfg.sample else "") \
+        + (f" limit={cfg.limit}" if cfg.limit else "")
+    job = extract_file(RecordSource.of(gold, name), pred_path, **run_arguments(cfg), engine=engine, engine_for=engine_for,
+                       overwrite=fresh, show_progress=show_progress, shared_dir=cell_dir.parent, workdir=cell_dir,
+                       errors_path=cell_dir / "input-errors.jsonl")
+    session.update(records=job.processed, seconds=job.extract_seconds, resumed_after=job.resumed)
+    timing["extract_seconds"] = round(timing["extract_seconds"] + job.extract_seconds, 3)
+    timing["prompt_tokens"] += job.prompt_tokens
+    timing["completion_tokens"] += job.completion_tokens
+    _write_json(timing_path, timing)
 
     start = time.perf_counter()
+    done = read_predictions(pred_path)
     preds = [done[r.id] for r in gold]
     summary, scores = summarize(gold, preds, cfg.task)
+    summary["cut_at_max_tokens"] = job.cut_at_max_tokens
+    run_record = (_read_json(sidecar_path(pred_path)) or {}).get("config", {})
     timing.update(finished=True, records=len(gold), evaluate_seconds=round(time.perf_counter() - start, 3),
                   records_per_second=round(len(gold) / timing["extract_seconds"], 3) if timing["extract_seconds"] else None)
     _write_json(timing_path, timing)
     _write_json(metrics_path, {
         "experiment": cfg.experiment_name, "cell": cell.name, "values": cell.values,
         "config_hash": cfg.config_hash(), "fingerprint": fingerprint,
-        "template_version": None if m.name == "dspy" else builder.version,
+        "template_version": run_record.get("template"),
         "dtype": cfg.engine.resolved_dtype() if needs_engine(cfg) else None, "hardware": hardware_summary(),
         "summary": summary, "seconds": timing["extract_seconds"], "scores": scores,
     })

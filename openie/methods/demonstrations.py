@@ -67,6 +67,16 @@ class DemonstrationSpec:
         return d
 
 
+def default_pool_sources(strategy: str, path: str | None) -> tuple[str, ...]:
+    """The pool a strategy uses when none is given: a fitted RUIE folder's own (the one it was trained
+    on); the others have none (``saved`` keeps its index, the rest need one)."""
+    if strategy == "ruie" and path and Path(path).is_dir():
+        from openie.methods.ruie import RUIE
+
+        return tuple(RUIE(path).config.pool)
+    return ()
+
+
 def load_pool_sources(sources: Sequence[str], task: str | None = None, data_root: str | None = None) -> list[Record]:
     """Records of every source (registered ``NAME:SPLIT`` or a records file), tagged by ``openie.datasets.load_pool``."""
     from openie.datasets import list_datasets, load_pool
@@ -165,4 +175,4 @@ def demonstration_selector(spec: DemonstrationSpec,
 
 
 __all__ = ["RETRIEVER_STRATEGIES", "STRATEGIES", "DemonstrationSpec", "MemoizedRetriever", "build_retriever",
-           "demonstration_selector", "load_pool_sources", "load_reranker", "spec_fingerprints", "weights_fingerprint"]
+           "default_pool_sources", "demonstration_selector", "load_pool_sources", "load_reranker", "spec_fingerprints", "weights_fingerprint"]

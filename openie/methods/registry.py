@@ -9,9 +9,9 @@ old config keeps its meaning after a method changes. Third-party methods registe
 lazily on the first lookup, so ``openie extract --method myname``, a grid cell with
 ``method: {name: myname}`` and Ray workers find them with no edit to openie.
 
-Built-in methods move behind the same registration one by one: those in ``BUILTIN_MODULES``
-register from their own module (imported on first lookup); those still in ``BUILTIN_METHODS`` are
-wired by the run layers themselves. Both kinds of name are reserved.
+Built-in methods register from their own module, named in ``BUILTIN_MODULES`` and imported on the
+first lookup; their names are reserved. The run layers (``openie extract``, grid cells, Ray
+workers, config checks, the CLI) know methods only through their registrations.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from openie.records import Record
 from openie.schema import Schema
 
 ENTRY_POINT_GROUP = "openie.methods"
-# Methods the run layers build themselves (openie.experiments); a registration cannot take these names.
-BUILTIN_METHODS = ("icl", "ruie", "retrieveall", "el4ner", "dspy")
-# Built-in methods that register themselves, by the module that does it (imported on first lookup).
-BUILTIN_MODULES = {"gliner": "openie.methods.gliner", "baner": "openie.methods.baner"}
+# Built-in methods, by the module that registers each (imported on first lookup); their names are reserved.
+BUILTIN_MODULES = {"icl": "openie.methods.icl.method", "el4ner": "openie.methods.el4ner.method",
+                   "dspy": "openie.agent.method", "retrieveall": "openie.methods.retrieveall.method",
+                   "gliner": "openie.methods.gliner.method", "baner": "openie.methods.baner.method"}
+BUILTIN_METHODS = tuple(BUILTIN_MODULES)
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
@@ -61,6 +62,28 @@ class Extractor(Protocol):
 
 
 @dataclass(frozen=True)
+class EngineRequest:
+    """An engine a method needs besides the run's own (EL4NER's members on other models)."""
+
+    backend: str
+    model: str
+    adapters: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> adapter folder
+
+
+@dataclass(frozen=True)
+class MethodSetup:
+    """What a method's options may depend on, known before any work starts (for ``parse``)."""
+
+    task: str
+    model: str
+    backend: str = "auto"
+    adapter: str | None = None
+    adapters: Mapping[str, str] | None = None  # the run engine's adapters (None: unknown, an engine given as is)
+    default_pool: str | None = None  # the corpus's train split, for methods that pick their own demonstrations
+    data_root: str | None = None
+
+
+@dataclass(frozen=True)
 class MethodContext:
     """What a run hands a method: the same for ``openie extract``, a grid cell and a Ray worker."""
 
@@ -75,6 +98,18 @@ class MethodContext:
     data_root: str | None = None
     workdir: Path | None = None  # where the method may keep files of this run (next to the predictions)
     model: str | None = None  # the engine's model as the run names it (a method may load it again, e.g. its layers)
+    task: str = "ner"
+    backend: str = "auto"
+    max_prompt_tokens: int | None = None  # drop the least relevant demonstrations until a prompt fits
+    save_io: bool = False  # keep each record's prompts and raw answers in ``meta["io"]``
+    shared_dir: Path | None = None  # where runs of one experiment may share caches (default: ``workdir``)
+    engine_for: Callable[[EngineRequest], Engine] | None = None  # the run starts (and closes) the engines a method requests
+    default_pool: str | None = None
+
+    def other_engine(self, request: EngineRequest) -> Engine:
+        if self.engine_for is None:
+            raise MethodError(f"this run starts no engine for {request.model} ({request.backend})")
+        return self.engine_for(request)
 
 
 @dataclass(frozen=True)
@@ -90,7 +125,16 @@ class MethodRegistration:
     line's ``--model`` fills for a method without an engine (its own checkpoint);
     ``fingerprint(options)`` the content hashes of what its options only name (checkpoint weights),
     so a finished run is redone when they change; ``template_format`` the prompt format it needs,
-    with ``template`` the one it uses when a run's template has another format.
+    with ``template`` the one it uses when a run's template has another format (with no
+    ``template_format``, ``template(options)`` is the template it always uses).
+
+    Methods whose options are not a flat dataclass give ``parse(raw, setup)`` instead (it raises
+    :class:`MethodError` naming the key); ``demonstration_options`` names the options that a run's
+    demonstration pool and ``k`` fill for a method that picks its own demonstrations;
+    ``engines(options)`` lists the engines it needs besides the run's; ``engine_adapters(options)``
+    the adapters the run's engine must load for it (``picks_adapter``: the run may not choose one);
+    ``paths(options, fn)`` maps its path-valued options (config files move, relative paths are
+    relative to them); ``record(options)`` is what a run records of them (default: every field).
     """
 
     name: str
@@ -105,16 +149,34 @@ class MethodRegistration:
     ray: bool = True
     model_option: str | None = None
     fingerprint: Callable[[Any], dict[str, Any]] | None = None
-    template: str | None = None
+    template: str | Callable[[Any], str] | None = None
     template_format: str | None = None
+    parse: Callable[[Mapping[str, Any], MethodSetup], Any] | None = None
+    demonstration_options: tuple[str, str] | None = None
+    engines: Callable[[Any], Sequence[EngineRequest]] | None = None
+    engine_adapters: Callable[[Any], Mapping[str, str]] | None = None
+    picks_adapter: bool = False
+    paths: Callable[[Mapping[str, Any], Callable[[str], str]], dict[str, Any]] | None = None
+    record: Callable[[Any], dict[str, Any]] | None = None
+    option_defaults: Mapping[str, Any] | None = None  # with ``parse``: the option names and defaults (help)
 
     @property
     def key(self) -> str:
         return f"{self.name}.v{self.version}"
 
-    def parse_options(self, raw: Mapping[str, Any] | None, where: str = "method.options") -> Any:
-        """The options dataclass from plain data; an unknown key or a wrong type names the key."""
+    def parse_options(self, raw: Mapping[str, Any] | None, where: str = "method.options",
+                      setup: MethodSetup | None = None) -> Any:
+        """The options from plain data; an unknown key or a wrong type names the key.
+
+        ``setup`` (the run's task, model, default pool) reaches a ``parse`` that needs it."""
         raw = dict(raw or {})
+        if self.parse is not None:
+            try:
+                return self.parse(raw, setup or MethodSetup(task=(self.tasks or ("ner",))[0], model=""))
+            except MethodError as err:
+                raise MethodError(err.reason, f"{where}.{err.key}" if err.key else where) from None
+            except ValueError as err:
+                raise MethodError(str(err), where) from None
         if self.options is None:
             if raw:
                 raise MethodError(f"method {self.name!r} takes no options (got {sorted(raw)})", where)
@@ -137,7 +199,42 @@ class MethodRegistration:
 
     def describe(self, options: Any) -> dict[str, Any]:
         """What a run records of the method: its versioned name and every option, defaults included."""
-        return {"method": self.key, "options": dataclasses.asdict(options) if options is not None else {}}
+        if self.record is not None:
+            recorded = self.record(options)
+        elif dataclasses.is_dataclass(options):
+            recorded = dataclasses.asdict(options)
+        else:
+            recorded = dict(options or {})
+        return {"method": self.key, "options": recorded}
+
+    def defaults(self) -> dict[str, Any]:
+        """Every option with its default (for help and ``openie method list``)."""
+        if self.options is not None:
+            return {f.name: (f.default if f.default is not dataclasses.MISSING else None)
+                    for f in dataclasses.fields(self.options)}
+        return dict(self.option_defaults or {})
+
+    def run_template(self, template: str, template_format: str, options: Any) -> str:
+        """The template a run with ``template`` (of ``template_format``) renders for this method."""
+        if self.template_format is not None:
+            return str(self.template) if template_format != self.template_format else template
+        if callable(self.template):
+            return self.template(options)
+        return self.template or template
+
+    def fingerprint_payload(self, options: Any) -> dict[str, Any]:
+        """What a finished run's fingerprint adds for this method: its version (after the first:
+        ``name`` alone, in the config hash, is v1) and the content of what its options name."""
+        payload: dict[str, Any] = {"method_version": self.key} if self.version > 1 else {}
+        if self.fingerprint is not None:
+            payload.update(self.fingerprint(options))
+        return payload
+
+    def requested_engines(self, options: Any) -> list[EngineRequest]:
+        return list(self.engines(options)) if self.engines is not None else []
+
+    def map_paths(self, options: Mapping[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
+        return self.paths(options, fn) if self.paths is not None else dict(options)
 
 
 def _matches(value: Any, tp: Any) -> bool:
@@ -173,10 +270,12 @@ def register_method(registration: MethodRegistration, *, builtin: bool = False) 
     ``builtin`` is for openie's own methods (``BUILTIN_MODULES``), whose names nothing else may take."""
     if not _NAME.match(registration.name):
         raise MethodError(f"method names are lowercase words (a-z, 0-9, _ and -), got {registration.name!r}")
-    if registration.name in BUILTIN_METHODS or (registration.name in BUILTIN_MODULES and not builtin):
+    if registration.name in BUILTIN_MODULES and not builtin:
         raise MethodError(f"{registration.name!r} is a built-in method's name")
     if registration.version < 1:
         raise MethodError(f"method versions start at 1, got {registration.version}")
+    if registration.options is not None and registration.parse is not None:
+        raise MethodError(f"method {registration.name!r}: give an options dataclass or a parse function, not both")
     if registration.options is not None and not dataclasses.is_dataclass(registration.options):
         raise MethodError(f"method {registration.name!r}: options must be a dataclass, got {registration.options!r}")
     _REGISTRY.setdefault(registration.name, {})[registration.version] = registration
@@ -212,7 +311,7 @@ def get_method(name: str) -> MethodRegistration:
         _load_entry_points()
     versions = _REGISTRY.get(base)
     if not versions:
-        known = [*BUILTIN_METHODS, *sorted(set(_REGISTRY) | set(BUILTIN_MODULES))]
+        known = sorted(set(_REGISTRY) | set(BUILTIN_MODULES))
         close = difflib.get_close_matches(base, known, n=1)
         raise MethodError(f"unknown method {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
                           f"known: {', '.join(known)}")
@@ -225,15 +324,10 @@ def get_method(name: str) -> MethodRegistration:
 
 
 def registered_methods() -> list[str]:
-    """Every method name a run accepts: the built-ins, then the registered ones (entry points loaded)."""
+    """Every method name a run accepts: the built-ins, then the others (entry points loaded)."""
     _load_entry_points()
-    return [*BUILTIN_METHODS, *sorted(set(_REGISTRY) | set(BUILTIN_MODULES))]
+    return [*BUILTIN_METHODS, *sorted(set(_REGISTRY) - set(BUILTIN_MODULES))]
 
 
-def is_registered(name: str) -> bool:
-    """A method built through its registration (not one of the built-ins)."""
-    return name.partition(".v")[0] not in BUILTIN_METHODS
-
-
-__all__ = ["BUILTIN_METHODS", "BUILTIN_MODULES", "ENTRY_POINT_GROUP", "Extractor", "MethodContext", "MethodError", "MethodRegistration",
-           "get_method", "is_registered", "register_method", "registered_methods"]
+__all__ = ["BUILTIN_METHODS", "BUILTIN_MODULES", "ENTRY_POINT_GROUP", "EngineRequest", "Extractor", "MethodContext",
+           "MethodError", "MethodRegistration", "MethodSetup", "get_method", "register_method", "registered_methods"]
