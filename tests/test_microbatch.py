@@ -61,7 +61,7 @@ def test_max_batch_splits_the_gathered_requests():
 
 def test_a_caller_busy_elsewhere_does_not_hold_the_others_back():
     engine = CountingEngine()
-    batcher = MicroBatchEngine(engine, max_wait_s=0.05)
+    batcher = MicroBatchEngine(engine, max_wait_s=0.05, deterministic=False)
     answered = threading.Event()
     results: list[str] = []
 
@@ -81,6 +81,41 @@ def test_a_caller_busy_elsewhere_does_not_hold_the_others_back():
     for t in threads:
         t.join(timeout=30)
     assert results == ["echo now", "echo late"] and engine.sizes == [1, 1]
+
+
+def test_deterministic_batches_are_ordered_by_rank_and_wait_for_every_caller():
+    """Arrival order never shows: the batch holds every caller's request, lowest rank first, and a
+    split batch sends its rest before anything asked later."""
+    seen: list[list[str]] = []
+
+    class Recording(CountingEngine):
+        def generate(self, requests):
+            seen.append([r.prompt for r in requests])
+            return super().generate(requests)
+
+    batcher = MicroBatchEngine(Recording(), max_batch=3)
+    go = [threading.Event() for _ in range(5)]
+
+    def work(i: int) -> None:
+        batcher.rank(i)
+        try:
+            assert go[i].wait(timeout=30)
+            batcher.generate([GenerationRequest(prompt=f"p{i}")])
+            batcher.generate([GenerationRequest(prompt=f"q{i}")])
+        finally:
+            batcher.leave()
+
+    batcher.join(5)  # as DSPyExtractor does: every caller counted before any asks
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for i in reversed(range(5)):  # the highest rank asks first
+        go[i].set()
+    for t in threads:
+        t.join(timeout=30)
+    assert seen[:2] == [["p0", "p1", "p2"], ["p3", "p4"]]
+    assert sorted(p for batch in seen[2:] for p in batch) == [f"q{i}" for i in range(5)]
+    assert all(batch == sorted(batch) for batch in seen)
 
 
 def test_engine_errors_reach_every_caller_of_the_batch_and_plain_use_passes_through():

@@ -324,7 +324,7 @@ class DSPyExtractor:
         if self.concurrent and len(batch) > 1:
             self.batcher.join(len(batch))  # all of them, before any asks: the first call waits for the others
             with ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="openie-dspy") as pool:
-                results = list(pool.map(self._extract_in_flight, batch))
+                results = list(pool.map(self._extract_in_flight, range(len(batch)), batch))
         else:
             results = [self._extract_record(r) for r in batch]
         out = []
@@ -339,7 +339,8 @@ class DSPyExtractor:
             out.append(pred)
         return out
 
-    def _extract_in_flight(self, record: Record) -> tuple[Record, list[int], int]:
+    def _extract_in_flight(self, rank: int, record: Record) -> tuple[Record, list[int], int]:
+        self.batcher.rank(rank)
         try:
             return self._extract_record(record)
         finally:
