@@ -758,7 +758,7 @@ def method_list() -> None:
             typer.echo(f"{name:<12} unavailable: {err}")
             continue
         traits = [t for t, on in (("no LLM engine", not reg.needs_engine), ("no template", not reg.uses_template),
-                                  ("Ray", reg.ray)) if on]
+                                  ("Ray", reg.ray), ("fit: openie method fit", reg.fit is not None)) if on]
         if reg.demonstration_options:
             traits.append(f"--demos -> {reg.demonstration_options[0]}, --k -> {reg.demonstration_options[1]}")
         elif reg.takes_demonstrations:
@@ -766,6 +766,22 @@ def method_list() -> None:
         typer.echo(f"{reg.key:<16} {reg.description}" + (f" [{'; '.join(traits)}]" if traits else ""))
         for key, default in reg.defaults().items():
             typer.echo(f"{'':<18}{key} = {default!r}")
+
+
+@method_app.command("fit")
+def method_fit(name: Annotated[str, typer.Argument(help="A method with a fit (openie method list says which).")],
+               config: Annotated[Path, typer.Argument(help="Its fit config (YAML).")]) -> None:
+    """Train a method from its fit config (resumable: finished stages are skipped); prints its report."""
+    from openie.methods.registry import get_method
+
+    try:
+        reg = get_method(name)
+        if reg.fit is None:
+            raise ValueError(f"method {name!r} has nothing to fit")
+        report = reg.fit(config, typer.echo)
+    except (OpenIEError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(report)
 
 
 @method_app.command("new")

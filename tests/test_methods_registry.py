@@ -222,3 +222,27 @@ def test_gliner_is_a_built_in_registration_whose_name_is_reserved():
         register_method(MethodRegistration("gliner", lambda c, o: None))
     with pytest.raises(MethodError, match="labels: .*must be 'name' or 'description'|labels must be"):
         reg.parse_options({"model": "x/y", "labels": "both"})
+
+
+def test_openie_method_fit_runs_a_registration_s_fit_and_refuses_a_method_without_one(tmp_path):
+    config = tmp_path / "fit.yaml"
+    config.write_text("steps: 2\n", encoding="utf-8")
+
+    def fit(path, log):
+        steps = int(path.read_text().split(":")[1])
+        log(f"trained {steps} steps")
+        report = path.parent / "report.md"
+        report.write_text(f"{steps} steps\n", encoding="utf-8")
+        return report
+
+    register_method(MethodRegistration("fitted", lambda c, o: None, fit=fit))
+    try:
+        runner = CliRunner()
+        out = runner.invoke(app, ["method", "fit", "fitted", str(config)])
+        assert out.exit_code == 0, out.output
+        assert "trained 2 steps" in out.output and (tmp_path / "report.md").read_text() == "2 steps\n"
+        assert "fit: openie method fit" in runner.invoke(app, ["method", "list"]).output
+        out = runner.invoke(app, ["method", "fit", "icl", str(config)])
+        assert out.exit_code != 0 and "nothing to fit" in out.output
+    finally:
+        registry._REGISTRY.pop("fitted")

@@ -134,7 +134,9 @@ class MethodRegistration:
     ``engines(options)`` lists the engines it needs besides the run's; ``engine_adapters(options)``
     the adapters the run's engine must load for it (``picks_adapter``: the run may not choose one);
     ``paths(options, fn)`` maps its path-valued options (config files move, relative paths are
-    relative to them); ``record(options)`` is what a run records of them (default: every field).
+    relative to them); ``record(options)`` is what a run records of them (default: every field);
+    ``fit(config, log)`` trains the method from a fit config, resumably, and returns its report
+    (``openie method fit NAME CONFIG``).
     """
 
     name: str
@@ -159,6 +161,7 @@ class MethodRegistration:
     paths: Callable[[Mapping[str, Any], Callable[[str], str]], dict[str, Any]] | None = None
     record: Callable[[Any], dict[str, Any]] | None = None
     option_defaults: Mapping[str, Any] | None = None  # with ``parse``: the option names and defaults (help)
+    fit: Callable[[Path, Callable[[str], None]], Path] | None = None  # train from a config (resumable); its report
 
     @property
     def key(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from openie.methods.baner.pipeline import TEMPLATE, BANERExtractor
 from openie.methods.registry import MethodContext, MethodRegistration, register_method
@@ -28,8 +29,16 @@ def _build(context: MethodContext, options: BANEROptions) -> BANERExtractor:
                                        template=context.template)
 
 
+def _fit(config: Path, log) -> Path:
+    """Source adapters, K-shot episodes, LoRAHub and the ablation table (:mod:`openie.methods.baner.fit`)."""
+    from openie.methods.baner.fit import run_baner_experiment
+
+    results = run_baner_experiment(config)
+    return Path(results["config"]["workdir"]).parent / "report.md"
+
+
 REGISTRATION = register_method(MethodRegistration(
-    "baner", _build, options=BANEROptions, takes_demonstrations=False, tasks=("ner",), ray=False,
+    "baner", _build, fit=_fit, options=BANEROptions, takes_demonstrations=False, tasks=("ner",), ray=False,
     template=TEMPLATE, template_format="markers",
     description="boundary-aware span detection, one constrained prompt per type (+ prototype typing)"), builtin=True)
 

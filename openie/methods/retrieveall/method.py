@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from openie.methods.registry import MethodContext, MethodRegistration, register_method
@@ -54,8 +55,16 @@ def _record(options: RetrieveAllOptions) -> dict[str, Any]:
     return {"config": cfg.config_file, "mode": options.mode, "run": cfg.output}
 
 
+def _fit(config: Path, log) -> Path:
+    """Language data, augmented prompts, per-language and shared adapters, evaluation (:mod:`.fit`)."""
+    from openie.methods.retrieveall.fit import RetrieveAllConfig, run_retrieveall_experiment
+
+    run_retrieveall_experiment(config, log=log)
+    return Path(RetrieveAllConfig.load(config).output) / "report.md"
+
+
 REGISTRATION = register_method(MethodRegistration(
-    "retrieveall", _build, options=RetrieveAllOptions, takes_demonstrations=False, tasks=("ner",), ray=False,
+    "retrieveall", _build, fit=_fit, options=RetrieveAllOptions, takes_demonstrations=False, tasks=("ner",), ray=False,
     template=lambda options: _config(options.config).inference.template, picks_adapter=True,
     engine_adapters=lambda options: _adapters(options.config), record=_record,
     paths=lambda options, fn: {**options, **({"config": fn(options["config"])} if options.get("config") else {})},
