@@ -213,6 +213,8 @@ def extract_cmd(
     engine_option: Annotated[list[str] | None, typer.Option(help=ENGINE_OPTION_HELP)] = None,
     save_io: Annotated[bool, typer.Option("--save-io", help="Write each record's prompts, raw answers and finish "
                                                             "reasons to OUTPUT.io.jsonl.")] = False,
+    strict_coverage: Annotated[bool, typer.Option("--strict-coverage", help="Stop at the first prediction that lost "
+                                                  "input, an answer cut at --max-tokens or a span (its batch is written).")] = False,
     data_root: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Extract a corpus into grounded predictions; resumes an interrupted run of the same configuration."""
@@ -248,7 +250,8 @@ def extract_cmd(
                                batch_size=batch_size, max_tokens=max_tokens, cache=cache_path, limit=limit,
                                overwrite=overwrite, show_progress=progress, data_root=data_root,
                                ray_address=ray_address, ray_workers=workers, ray_gpus_per_worker=gpus_per_worker,
-                               ray_cpus_per_worker=cpus_per_worker, engine_options=engine_options, save_io=save_io)
+                               ray_cpus_per_worker=cpus_per_worker, engine_options=engine_options, save_io=save_io,
+                               strict_coverage=strict_coverage)
     except (OpenIEError, OSError, ValueError) as err:
         _fail(err)
     typer.echo(str(summary))

@@ -67,14 +67,35 @@ def record_html(record: Record) -> str:
             + (f"<ul>{rels}</ul>" if rels else "") + "</div>")
 
 
-def compare_html(gold: Record, pred: Record) -> str:
-    """Gold and predicted entities side by side; what the other side lacks is outlined in red."""
+def compare_html(gold: Record, pred: Record, io: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """Gold and predicted entities side by side; what the other side lacks is outlined in red.
+
+    The prediction's coverage (what the model saw, answers cut, spans lost) is shown under it, and
+    ``io`` (its ``--save-io`` entries: prompts, raw answers, finish reasons) as folded blocks."""
     g = {(e.start, e.end, e.label) for e in gold.entities}
     p = {(e.start, e.end, e.label) for e in pred.entities}
+    coverage = getattr(pred, "meta", {}).get("coverage")
+    note = ""
+    if coverage:
+        note = ("<div style='font-size:.85em;color:#555'>coverage: " + html.escape(", ".join(
+            f"{k} {v}" for k, v in coverage.items())) + "</div>")
     return ('<table><tr><th>gold</th><th>predicted</th></tr><tr>'
             f'<td style="vertical-align:top;line-height:1.9">{entities_html(gold.text, gold.entities, g - p)}</td>'
             f'<td style="vertical-align:top;line-height:1.9">{entities_html(pred.text, pred.entities, p - g)}</td>'
-            "</tr></table>")
+            f"</tr></table>{note}" + "".join(io_html(entry) for entry in io or ()))
+
+
+def io_html(entry: Mapping[str, Any], name: str = "") -> str:
+    """One prompt and its raw answer (a ``--save-io`` entry), folded."""
+    prompt = entry.get("prompt", "")
+    shown = prompt if isinstance(prompt, str) else "\n".join(f"[{m.get('role')}] {m.get('content')}" for m in prompt)
+    extra = "".join(f", {k} {html.escape(str(entry[k]))}" for k in ("labels", "retried") if k in entry)
+    salvaged = (f"<pre>salvaged (complete items): {html.escape(str(entry['salvaged']))}</pre>"
+                if "salvaged" in entry else "")
+    return (f"<details><summary>{html.escape(name + ': ' if name else '')}prompt ({entry.get('prompt_tokens', '?')} "
+            f"tokens) and raw answer (finish: {html.escape(str(entry.get('finish_reason')))}{extra})</summary>"
+            f"<pre>{html.escape(shown)}</pre><pre>{html.escape(str(entry.get('answer', '')))}</pre>{salvaged}"
+            "</details>")
 
 
 def comparison_page(title: str, notes: Sequence[str], gold: Sequence[Record],
@@ -110,14 +131,7 @@ def comparison_page(title: str, notes: Sequence[str], gold: Sequence[Record],
             if missed:
                 rows.append("<div class='miss'>missed: " + "; ".join(
                     f"{html.escape(g.text[s:e])} ({html.escape(lab)})" for s, e, lab in missed) + "</div>")
-            for entry in io.get(g.id, ()):
-                prompt = entry.get("prompt", "")
-                shown = prompt if isinstance(prompt, str) else "\n".join(
-                    f"[{m.get('role')}] {m.get('content')}" for m in prompt)
-                rows.append(f"<details><summary>{html.escape(name)}: prompt ({entry.get('prompt_tokens', '?')} tokens)"
-                            f" and raw answer (finish: {html.escape(str(entry.get('finish_reason')))})</summary>"
-                            f"<pre>{html.escape(shown)}</pre><pre>{html.escape(str(entry.get('answer', '')))}</pre>"
-                            "</details>")
+            rows += [io_html(entry, name) for entry in io.get(g.id, ())]
         rows.append("</div>")
         parts.append("".join(rows))
     parts.append("</body></html>")

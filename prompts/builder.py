@@ -31,6 +31,7 @@ class Prompt:
     stop: tuple[str, ...] = ()
     messages: tuple[dict[str, str], ...] | None = None
     json_schema: dict[str, Any] | None = None  # set for JSON formats: constrain decoding to it
+    labels: tuple[str, ...] | None = None  # the entity types this prompt asks for, when a schema is split
 
     def request_fields(self, constrained: bool = True) -> dict[str, Any]:
         """Keyword arguments for an engine ``GenerationRequest``."""
@@ -49,6 +50,11 @@ class PromptBuilder:
     (``meta["schema"]`` of a pool from ``openie.datasets.load_pool``) shows its own label set. When ``max_prompt_tokens`` is set, the least
     relevant demonstrations are dropped until the prompt fits; the query is never cut.
     ``count_tokens`` defaults to whitespace words, pass a tokenizer-based counter for exact budgets.
+
+    ``max_labels``: a NER schema with more entity types than that is split into groups of at most
+    ``max_labels`` (contiguous, near-equal), one prompt per group, each showing and accepting only
+    its group's types (demonstrations keep only those types' mentions); the answers are merged.
+    Small models lose types in long lists, and users split them by hand otherwise.
     """
 
     template: str = "ner.ruie.v1"
@@ -59,6 +65,7 @@ class PromptBuilder:
     count_tokens: Callable[[str], int] | None = None
     chat: bool = False  # send as a single user message (the engine applies the chat template)
     schema_seed: int | None = None  # shuffle the schema order (training data), seeded per record
+    max_labels: int | None = None  # split a NER schema with more entity types across prompts
 
     def __post_init__(self) -> None:
         self.registry = self.registry or default_registry()
@@ -68,6 +75,37 @@ class PromptBuilder:
         if self.task not in TASKS:
             raise ValueError(f"template {self.template!r} declares unknown task {self.task!r}")
         self.stop = ("\n",) if self._template.format == "ruie" else ()
+        if self.max_labels is not None and self.max_labels < 1:
+            raise ValueError(f"max_labels must be >= 1, got {self.max_labels}")
+        self._groups: list[PromptBuilder] | None = None
+
+    @property
+    def label_groups(self) -> list[tuple[str, ...]]:
+        """The entity types of each prompt of a record (one group: the schema is not split)."""
+        labels = list(self.schema.entity_labels)
+        if (self.max_labels is None or len(labels) <= self.max_labels or self.task != "ner"
+                or self._template.format not in ("ruie", "json")):
+            return [tuple(labels)]
+        n = -(-len(labels) // self.max_labels)
+        size, extra = divmod(len(labels), n)
+        groups, start = [], 0
+        for i in range(n):
+            end = start + size + (i < extra)
+            groups.append(tuple(labels[start:end]))
+            start = end
+        return groups
+
+    def _group_builders(self) -> list[PromptBuilder]:
+        if self._groups is None:
+            from dataclasses import replace
+
+            self._groups = []
+            for group in self.label_groups:
+                keep = set(group)
+                sub = Schema(tuple(t for t in self.schema.entity_types if t.name in keep), (), (),
+                             {raw: lab for raw, lab in self.schema.label_map.items() if lab in keep})
+                self._groups.append(replace(self, schema=sub, max_labels=None))
+        return self._groups
 
     @property
     def version(self) -> str:
@@ -136,6 +174,13 @@ class PromptBuilder:
 
     def build(self, record: Record, demonstrations: Sequence[Record] = ()) -> list[Prompt]:
         """Prompts for one record; demonstrations equal to the query text are left out."""
+        if len(self.label_groups) > 1:
+            from dataclasses import replace
+
+            out = []
+            for group, sub in zip(self.label_groups, self._group_builders(), strict=True):
+                out += [replace(p, labels=group) for p in sub.build(record, [_only(d, sub.schema) for d in demonstrations])]
+            return out
         demos = [d for d in demonstrations if d.text != record.text]
         prompts = []
         for label, event in self._units(record):
@@ -161,6 +206,12 @@ class PromptBuilder:
 
     def parse_record(self, record: Record, prompts: Sequence[Prompt], texts: Sequence[str]) -> Record:
         """All outputs of one record's prompts -> one prediction record (problems in ``meta``)."""
+        if len(self.label_groups) > 1:  # each answer read by its group's builder (only its types are valid)
+            by_group = dict(zip(self.label_groups, self._group_builders(), strict=True))
+            result = ParseResult()
+            for p, t in zip(prompts, texts, strict=True):
+                result.extend(by_group[p.labels].parse(p, t, record))  # type: ignore[index]
+            return result.to_record(record)
         if isinstance(self.format, QuestionFormat):
             answers = [(t, p.label) for p, t in zip(prompts, texts, strict=True)]
             return self.format.parse_many(answers, record, self.schema).to_record(record)
@@ -185,3 +236,13 @@ class PromptBuilder:
             for p in self.build(r, demonstrations(r) if demonstrations else ()):
                 pairs.append((p.text, self.target(r, p)))
         return pairs
+
+
+def _only(demo: Record, schema: Schema) -> Record:
+    """A demonstration showing only the mentions of ``schema``'s types (one with its own corpus schema is left as is)."""
+    if demo.meta.get("schema"):
+        return demo
+    keep = set(schema.entity_labels)
+    shown = Record(demo.id, demo.text, demo.lang, meta=dict(demo.meta))
+    shown.entities = [e for e in demo.entities if schema.label_map.get(e.label, e.label) in keep]
+    return shown

@@ -246,6 +246,61 @@ def _resolve_pairs(record: Record, pairs: Sequence[tuple[str, str]], known: Sequ
     return out
 
 
+# --- answers cut at the token limit ---------------------------------------------------------------
+
+def complete_prefix(text: str, format_name: str) -> str:
+    """The part of an answer cut at the token limit that holds only complete items.
+
+    The last item of a cut answer is unfinished by definition ("Barack Ob", a type cut in half):
+    parsed as it stands it becomes a wrong span or a wrong type. JSON keeps the objects (or the
+    strings, for a JSON list) closed before the cut, and the parser's repair closes the brackets;
+    ``type: span; ...`` keeps the items before the last ``;``; markers keep the last closed ``>>>``.
+    """
+    if format_name == "json":
+        return _closed_json_items(text, item="{")
+    if format_name == "question":
+        return _closed_json_items(text, item='"')
+    if format_name == "markers":
+        end = text.rfind(">>>")
+        return text[:end + 3] if end >= 0 else ""
+    end = text.rfind(";")
+    return text[:end] if end >= 0 else ""
+
+
+def _closed_json_items(text: str, item: str) -> str:
+    """``text`` up to the end of the last item (an object, or a string) closed inside a list."""
+    depth, in_string, escaped, cut = 0, False, False, -1
+    stack: list[str] = []
+    start = 0
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+                if item == '"' and stack and stack[-1] == "[":
+                    cut = i + 1
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "{[":
+            if not stack:
+                start = i
+            stack.append(ch)
+            depth += 1
+        elif ch in "}]" and stack:
+            stack.pop()
+            depth -= 1
+            if item == "{" and ch == "}" and stack and stack[-1] == "[":
+                cut = i + 1
+    if cut < 0:  # no item finished: the empty container
+        opened = text[start:].lstrip()[:1]
+        return text[:start + 1] if opened in ("{", "[") else ""
+    return text[:cut]
+
+
 # --- JSON format -----------------------------------------------------------------------------------
 
 def load_json_leniently(text: str) -> tuple[Any, str | None]:

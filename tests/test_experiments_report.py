@@ -48,7 +48,7 @@ def test_report_table_has_one_row_per_cell_with_numbers_and_rerun_commands(grid_
     rows = [line for line in table if "openie experiment run" in line]
     assert len(rows) == 4
     # the grid config's order (music first), numbers with 4 decimals, seconds, parse problems
-    assert rows[0].startswith("| crossner_music | 0 | 0.3556 | 0.3356 | 0.3456 | 0.4456 | 3 | 20 | 12.5 |")
+    assert rows[0].startswith("| crossner_music | 0 | 0.3556 | 0.3356 | 0.3456 | 0.4456 | 3 | - | 20 | 12.5 |")
     for cell in collect_cells(grid_root):
         assert f"openie experiment run {cell.path / 'config.yaml'} --force" in text
     # pivot: one row per setting, datasets across (grid order), and a mean column

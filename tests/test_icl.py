@@ -49,8 +49,8 @@ def test_long_records_are_chunked_and_merged_to_global_offsets():
     words = [f"Name{i}" if i % 9 == 0 else "w" for i in range(300)]
     text = " ".join(words)
     engine = ScriptedEngine(_answer_names)
-    ex = InContextExtractor(engine, PromptBuilder("ner.ruie.v1", SCHEMA), max_words_per_chunk=60,
-                            chunk_overlap_words=10, show_progress=False)
+    ex = InContextExtractor(engine, PromptBuilder("ner.ruie.v1", SCHEMA), chunk_tokens=60,
+                            chunk_overlap_tokens=10, show_progress=False)
     [pred] = ex.extract([Record("long", text)])
     want = [(m.start(), m.end()) for m in re.finditer(r"Name\d+", text)]
     assert [(e.start, e.end) for e in pred.entities] == want

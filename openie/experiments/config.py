@@ -83,6 +83,7 @@ class MethodConfig:
     max_prompt_tokens: int | None = None  # drop the least relevant demonstrations until a prompt fits
     options: dict[str, Any] = field(default_factory=dict)  # the method's options (its registration's schema)
     label: str | None = None  # a name for reports and cell folders (a grid row of methods); changes no output
+    save_io: bool = False  # keep prompts, raw answers and finish reasons (predictions.jsonl.io.jsonl); changes no output
 
 
 @dataclass
@@ -247,6 +248,7 @@ class ExperimentConfig:
             d.pop(k, None)
         d["demonstrations"].pop("label", None)
         d["method"].pop("label", None)
+        d["method"].pop("save_io", None)
         if _registered(self.method.name).needs_engine:  # else: no engine, no dtype
             d["engine"]["dtype"] = self.engine.resolved_dtype()
         return _without_nulls(d)

@@ -154,7 +154,10 @@ class ExtractSummary:
     relations: int = 0
     parse_problems: int = 0
     not_found: int = 0  # predicted spans not found in the text
-    cut_at_max_tokens: int = 0  # answers that ended at max_tokens (possibly incomplete)
+    cut_at_max_tokens: int = 0  # answers that ended at max_tokens (their complete items salvaged)
+    coverage: dict[str, int] = field(default_factory=dict)  # meta["coverage"] counters summed over the output
+    incomplete_records: int = 0  # predictions whose coverage reports a loss (input not seen, answer cut, span lost)
+    records_without_coverage: int = 0  # predictions of a method that reports no coverage
     dtype: str | None = None  # the engine's resolved dtype
     prompts: int = 0
     prompt_tokens: int = 0
@@ -181,6 +184,17 @@ class ExtractSummary:
                  f"  entities {self.entities}" + (f", relations {self.relations}" if self.relations else "")
                  + f"; parse problems {self.parse_problems}; spans not found {self.not_found}"
                  + f"; answers cut at max_tokens {self.cut_at_max_tokens}"]
+        if self.coverage:
+            c = self.coverage
+            lines.append(f"  coverage: {c.get('chars_seen', 0)}/{c.get('chars', 0)} characters seen"
+                         + (f", {c['tokens']} tokens" if "tokens" in c else "")
+                         + f", {c.get('chunks', 0)} chunks, {c.get('prompts', 0)} prompts"
+                         + (f" ({c['retried']} retried)" if c.get("retried") else "")
+                         + f"; {self.incomplete_records} records with a loss (not seen {c.get('chars_not_seen', 0)} "
+                         f"chars, cut {c.get('cut_at_max_tokens', 0)} answers, salvaged {c.get('salvaged', 0)}, "
+                         f"not grounded {c.get('not_grounded', 0)} spans)")
+        if self.records_without_coverage:
+            lines.append(f"  {self.records_without_coverage} predictions of a method that reports no coverage")
         if self.malformed_lines:
             lines.append(f"  malformed input lines {self.malformed_lines} (see {self.errors_path})")
         lines.append(f"  {self.prompts} prompts, {self.prompt_tokens} prompt + {self.completion_tokens} generated tokens "
@@ -230,6 +244,16 @@ class _Tally:
             s.parse_problems += len(p.meta.get("parse_problems", []))
             s.not_found += int(p.meta.get("alignment", {}).get("not_found", 0))
             s.cut_at_max_tokens += int(p.meta.get("cut_at_max_tokens", 0))
+            coverage = p.meta.get("coverage")
+            if coverage is None:
+                s.records_without_coverage += 1
+            else:
+                for key, value in coverage.items():
+                    if isinstance(value, int) and not isinstance(value, bool) and key != "labels_per_prompt":
+                        s.coverage[key] = s.coverage.get(key, 0) + value
+                s.coverage["labels_per_prompt"] = max(s.coverage.get("labels_per_prompt", 0),
+                                                      int(coverage.get("labels_per_prompt", 0)))
+                s.incomplete_records += not coverage.get("complete", True)
         if has_gold:
             golds = [self._scored_gold(g) for g in gold]
             m = entity_scores(golds, preds, "strict").micro
@@ -345,6 +369,23 @@ def _adapter_hash(path: str, tolerant: bool) -> str:
         return str(path)
 
 
+class CoverageError(ExtractError):
+    """``strict_coverage``: a prediction lost part of its input or its answer (the message says which)."""
+
+
+def _check_coverage(preds: Sequence[Record]) -> None:
+    for p in preds:
+        coverage = p.meta.get("coverage")
+        if coverage is None:
+            raise CoverageError(f"record {p.id!r}: the method reports no coverage, so a loss cannot be ruled out "
+                                "(strict coverage); its prediction is written")
+        if not coverage.get("complete", True):
+            losses = {k: v for k, v in coverage.items() if k in ("chars_not_seen", "cut_at_max_tokens", "not_grounded",
+                                                                 "labels_not_asked") and v}
+            raise CoverageError(f"record {p.id!r}: coverage lost ({', '.join(f'{k} {v}' for k, v in losses.items())}) "
+                                "(strict coverage); its prediction is written, the run stops here")
+
+
 def _resolved_if_exists(path: str) -> str:
     """An option naming an existing file or folder is recorded absolute (a resume from elsewhere finds it)."""
     p = Path(path).expanduser()
@@ -394,6 +435,7 @@ def extract_file(
     shared_dir: str | Path | None = None,
     workdir: str | Path | None = None,
     engine_for: Callable[[EngineRequest], Engine] | None = None,
+    strict_coverage: bool = False,
 ) -> ExtractSummary:
     """Extract every record of ``input`` (JSONL file, records file or ``NAME:SPLIT``) into ``output``.
 
@@ -418,6 +460,9 @@ def extract_file(
     **engine_options)``; ``engine_options["dtype"]`` (default ``auto``) is resolved for this
     machine (:mod:`openie.engines.hardware`) and recorded as ``dtype``. ``save_io`` writes each
     record's prompts, raw answers and finish reasons to ``<output>.io.jsonl`` (in-context methods).
+    ``strict_coverage`` stops the run at the first prediction whose coverage reports a loss (input
+    the model did not see, an answer cut at ``max_tokens``, a span not grounded) or that reports
+    no coverage, after writing its batch (resuming continues after it).
     ``limit`` extracts the first N valid records. ``ray_address`` (``"local"``
     starts a local Ray) runs the batches on a Ray Data actor pool of ``ray_workers`` engines.
     Raises :class:`ConfigMismatchError` when ``output`` was written with another configuration.
@@ -657,6 +702,8 @@ def extract_file(
                     counts += batch_counts
                     summary.processed += len(preds)
                     tally.add(gold, preds, scan.has_gold)
+                    if strict_coverage:
+                        _check_coverage(preds)
                     elapsed = max(time.perf_counter() - t_loop, 1e-9)
                     bar.update(len(preds))
                     bar.set_postfix_str(f"{counts.completion_tokens / elapsed:.0f} tok/s, "

@@ -21,7 +21,8 @@ import yaml
 
 METRICS = (("f1", "strict F1"), ("boundary_f1", "boundary F1"))
 COLUMNS = (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("boundary_f1", "boundary F1"),
-           ("parse_problems", "parse problems"), ("records", "records"), ("seconds", "seconds"))
+           ("parse_problems", "parse problems"), ("incomplete_records", "coverage losses"), ("records", "records"),
+           ("seconds", "seconds"))
 
 
 @dataclass

@@ -216,7 +216,7 @@ def run_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
         schema=cfg.load_schema(), method=m.name, template=m.template, backend=e.backend, model=e.model,
         adapters=dict(e.adapters), adapter=e.adapter, method_options=dict(m.options), batch_size=m.batch_size,
         max_tokens=m.max_tokens, constrained=m.constrained, max_prompt_tokens=m.max_prompt_tokens,
-        data_root=cfg.data_root, default_pool=method_default_pool(cfg), task=cfg.task,
+        data_root=cfg.data_root, default_pool=method_default_pool(cfg), task=cfg.task, save_io=m.save_io,
         engine_options={"dtype": e.resolved_dtype(), **e.options})
     if d.strategy != "none" and d.k:
         args.update(demonstrations=d.pool_sources or None, k=d.k, seed=d.seed if d.seed is not None else cfg.seed,
@@ -273,7 +273,9 @@ def run_cell(cell: Cell, cell_dir: Path, engine: Engine | None, *, engine_start_
     done = read_predictions(pred_path)
     preds = [done[r.id] for r in gold]
     summary, scores = summarize(gold, preds, cfg.task)
-    summary["cut_at_max_tokens"] = job.cut_at_max_tokens
+    summary.update(cut_at_max_tokens=job.cut_at_max_tokens, coverage=job.coverage,
+                   incomplete_records=job.incomplete_records if not job.records_without_coverage else None,
+                   records_without_coverage=job.records_without_coverage)
     run_record = (_read_json(sidecar_path(pred_path)) or {}).get("config", {})
     timing.update(finished=True, records=len(gold), evaluate_seconds=round(time.perf_counter() - start, 3),
                   records_per_second=round(len(gold) / timing["extract_seconds"], 3) if timing["extract_seconds"] else None)

@@ -1,11 +1,16 @@
-"""Method ``icl``: in-context extraction, the run's template, engine and demonstrations (no options)."""
+"""Method ``icl``: in-context extraction with the run's template, engine and demonstrations.
+
+Its options say how a long input and a large schema are split (``chunk_tokens``, ``chunk_overlap``,
+``max_labels``) and whether an answer cut at ``max_tokens`` is asked again (``retry_cut``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from openie.engines.base import Engine, capabilities
-from openie.methods.icl.pipeline import InContextExtractor
+from openie.methods.icl.pipeline import DEFAULT_CHUNK_TOKENS, InContextExtractor
 from openie.methods.registry import MethodContext, MethodRegistration, register_method
 from prompts.builder import PromptBuilder
 
@@ -18,17 +23,34 @@ def token_counter(engine: Engine | None) -> Callable[[str], int] | None:
     return lambda text: len(tokenizer.encode(text))
 
 
-def _build(context: MethodContext, options: None) -> InContextExtractor:
+@dataclass(frozen=True)
+class ICLOptions:
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS  # model tokens of input per prompt (less if the context is smaller)
+    chunk_overlap: int = 32  # tokens two consecutive chunks share
+    max_labels: int = 20  # a NER schema with more entity types is split across prompts (answers merged)
+    retry_cut: bool = False  # ask an answer cut at max_tokens again, once, with twice the budget
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens < 16 or not 0 <= self.chunk_overlap < self.chunk_tokens:
+            raise ValueError(f"need chunk_tokens >= 16 and 0 <= chunk_overlap < chunk_tokens, "
+                             f"got {self.chunk_tokens} and {self.chunk_overlap}")
+        if self.max_labels < 1:
+            raise ValueError(f"max_labels must be >= 1, got {self.max_labels}")
+
+
+def _build(context: MethodContext, options: ICLOptions) -> InContextExtractor:
     counter = token_counter(context.engine) if context.max_prompt_tokens else None
     builder = PromptBuilder(context.template, context.schema, max_prompt_tokens=context.max_prompt_tokens,
-                            count_tokens=counter)
+                            count_tokens=counter, max_labels=options.max_labels)
     return InContextExtractor(context.engine, builder, demonstrations=context.demonstrations,  # type: ignore[arg-type]
                               adapter=context.adapter, max_tokens=context.max_tokens, batch_size=context.batch_size,
-                              constrained=context.constrained, show_progress=False, save_io=context.save_io)
+                              constrained=context.constrained, show_progress=False, save_io=context.save_io,
+                              chunk_tokens=options.chunk_tokens, chunk_overlap_tokens=options.chunk_overlap,
+                              retry_cut=options.retry_cut)
 
 
 REGISTRATION = register_method(MethodRegistration(
-    "icl", _build, description="in-context extraction: the template, the schema, k demonstrations, the input"),
-    builtin=True)
+    "icl", _build, options=ICLOptions,
+    description="in-context extraction: the template, the schema, k demonstrations, the input"), builtin=True)
 
-__all__ = ["REGISTRATION", "token_counter"]
+__all__ = ["REGISTRATION", "ICLOptions", "token_counter"]

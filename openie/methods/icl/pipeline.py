@@ -1,26 +1,33 @@
 """In-context extraction: prompt a (LoRA-adapted) LLM zero- or few-shot and read grounded annotations.
 
 The simplest method and the building block of the others: records -> prompts (with
-demonstrations) -> batched engine calls -> parsed, grounded predictions. Texts longer than the
-engine's context allows are cut into overlapping chunks and merged back with global offsets.
+demonstrations) -> batched engine calls -> parsed, grounded predictions. Long texts are cut into
+overlapping chunks of at most ``chunk_tokens`` model tokens (any script: characters where a
+script has no spaces) and merged back with global offsets. Nothing is lost silently: every
+prediction carries ``meta["coverage"]`` (what the model saw, what came back cut or ungrounded).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from openie.chunking import chunk_record, merge_chunks
+from openie.chunking import Chunk, chunk_record, merge_chunks
 from openie.engines.base import Engine, GenerationRequest, capabilities
 from openie.records import Record
 from prompts.builder import Prompt, PromptBuilder
+from prompts.formats import complete_prefix
 from retrievers.base import Retriever, as_demonstrations
 
 Demonstrations = Callable[[Record], Sequence[Record]]
+# Chunk budget in model tokens, for extraction quality rather than the context window (measured:
+# experiments/results/chunk_size/report.md, F1 against chunk size on long CrossNER documents).
+DEFAULT_CHUNK_TOKENS = 256
+COVERAGE_LOSSES = ("chars_not_seen", "cut_at_max_tokens", "not_grounded")
 
 
 def extract_in_batches(extractor: Any, records: Iterable[Record], *, total: int | None = None,
@@ -107,6 +114,7 @@ class ExtractionStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cut_at_max_tokens: int = 0
+    retried: int = 0
 
     def add(self, pred: Record) -> None:
         self.records += 1
@@ -133,8 +141,9 @@ class InContextExtractor:
     max_tokens: int = 128
     batch_size: int = 32
     constrained: bool = True
-    max_words_per_chunk: int | None = None
-    chunk_overlap_words: int = 32
+    chunk_tokens: int | None = None  # None: DEFAULT_CHUNK_TOKENS (less where the context window is smaller)
+    chunk_overlap_tokens: int = 32
+    retry_cut: bool = False  # an answer cut at max_tokens is asked again once with twice the budget
     show_progress: bool = True
     stats: ExtractionStats = field(default_factory=ExtractionStats)
     router: Callable[[Record], str | None] | None = None  # per-record adapter (e.g. an AdapterRouter); wins over adapter
@@ -144,20 +153,38 @@ class InContextExtractor:
     def task(self) -> str:
         return self.builder.task
 
-    def _chunk_words(self) -> int:
-        if self.max_words_per_chunk is not None:
-            return self.max_words_per_chunk
-        context = capabilities(self.engine).context_length or 2048
-        overhead = len(self.builder.render(Record("budget", "")).split()) * 2  # tokens per word ~ 1.3-2
-        return max(32, int((context - self.max_tokens - overhead) / 2))
+    def _token_count(self) -> Callable[[str], int] | None:
+        tokenizer = capabilities(self.engine).tokenizer
+        if tokenizer is None or not hasattr(tokenizer, "encode"):
+            return None  # no tokenizer: words, or characters of scripts written without spaces
+        return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
-    def _units(self, record: Record) -> list[tuple[Record, Any]]:
+    def chunk_budget(self) -> int:
+        """Tokens of input per prompt: ``chunk_tokens``, or less when the context window cannot hold
+        that next to the prompt's own text and the answer."""
+        budget = self.chunk_tokens or DEFAULT_CHUNK_TOKENS
+        context = capabilities(self.engine).context_length
+        if context:
+            count = self._token_count()
+            per_unit = 1 if count is not None else 2  # without a tokenizer the budget is in words: ~2 tokens each
+            overhead = (count or (lambda text: 2 * len(text.split())))(self.builder.render(Record("budget", "")))
+            budget = min(budget, (context - self.max_tokens - overhead - 8) // per_unit)
+        if budget < 16:
+            raise ValueError(f"the context window ({context} tokens) leaves {budget} tokens of input per prompt "
+                             f"next to the template and max_tokens={self.max_tokens}: raise max_model_len or "
+                             "lower max_tokens")
+        return budget
+
+    def _units(self, record: Record) -> list[tuple[Record, Chunk | None]]:
         """(record to prompt, chunk or None): long records become several chunk records."""
-        limit = self._chunk_words()
-        if len(record.text.split()) <= limit:
+        if not hasattr(self, "_budget"):
+            self._budget, self._count = self.chunk_budget(), self._token_count()
+        budget = self._budget
+        parts = chunk_record(record, budget, min(self.chunk_overlap_tokens, budget // 4), self._count)
+        if len(parts) == 1 and parts[0][0].start == 0 and parts[0][0].end == len(record.text):
             return [(record, None)]
         self.stats.chunked_records += 1
-        return [(sub, chunk) for chunk, sub in chunk_record(record, limit, min(self.chunk_overlap_words, limit // 4))]
+        return [(sub, chunk) for chunk, sub in parts]
 
     def _requests(self, prompts: Sequence[Prompt], adapters: Sequence[str | None] | None = None) -> list[GenerationRequest]:
         adapters = adapters if adapters is not None else [self.adapter] * len(prompts)
@@ -181,25 +208,52 @@ class InContextExtractor:
             chosen = ([d.adapter for d in route_many(list(batch))] if route_many is not None
                       else [self.router(record) for record in batch])
             adapters = [chosen[i] for i, *_, ps in work for _ in ps]
-        generations = self.engine.generate(self._requests(prompts, adapters)) if prompts else []
+        requests = self._requests(prompts, adapters)
+        generations = list(self.engine.generate(requests)) if prompts else []
         self.stats.prompts += len(prompts)
+        retried = [i for i, g in enumerate(generations) if g.finish_reason == "length"] if self.retry_cut else []
+        if retried:  # once, with twice the budget; what is still cut is salvaged below
+            from dataclasses import replace
+
+            again = self.engine.generate([replace(requests[i], max_tokens=2 * requests[i].max_tokens) for i in retried])
+            for i, g in zip(retried, again, strict=True):
+                self.stats.prompt_tokens += generations[i].prompt_tokens
+                self.stats.completion_tokens += generations[i].completion_tokens
+                generations[i] = g
+            self.stats.prompts += len(retried)
+            self.stats.retried += len(retried)
+        retried_set = set(retried)
         self.stats.prompt_tokens += sum(g.prompt_tokens for g in generations)
         self.stats.completion_tokens += sum(g.completion_tokens for g in generations)
-        answers = iter(generations)
+        answers = iter(enumerate(generations))
         per_record: dict[int, list[tuple[Any, Record]]] = {}
         io: dict[int, list[dict[str, Any]]] = {}
-        cut: dict[int, int] = {}
+        coverage: dict[int, dict[str, int]] = {}
         for i, unit, chunk, ps in work:
-            gens = [next(answers) for _ in ps]
-            pred = self.builder.parse_record(unit, ps, [g.text for g in gens])
+            numbered = [next(answers) for _ in ps]
+            gens = [g for _, g in numbered]
+            texts = [complete_prefix(g.text, self.builder.format.name) if g.finish_reason == "length" else g.text
+                     for g in gens]
+            pred = self.builder.parse_record(unit, ps, texts)
             per_record.setdefault(i, []).append((chunk, pred))
-            cut[i] = cut.get(i, 0) + sum(g.finish_reason == "length" for g in gens)
+            c = coverage.setdefault(i, {"prompts": 0, "cut_at_max_tokens": 0, "salvaged": 0, "retried": 0,
+                                        "labels_per_prompt": 0, "prompt_tokens": 0})
+            c["prompts"] += len(ps)
+            c["cut_at_max_tokens"] += sum(g.finish_reason == "length" for g in gens)
+            c["salvaged"] += sum(g.finish_reason == "length" and t != g.text for g, t in zip(gens, texts, strict=True))
+            c["retried"] += sum(n in retried_set for n, _ in numbered)
+            c["labels_per_prompt"] = max(c["labels_per_prompt"], *(len(p.labels) if p.labels is not None else
+                                                                   len(self.builder.schema.entity_labels) for p in ps))
+            c["prompt_tokens"] += sum(g.prompt_tokens for g in gens)
             if self.save_io:
                 io.setdefault(i, []).extend(
                     {"prompt": [dict(m) for m in p.messages] if p.messages is not None else p.text,
                      "answer": g.text, "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
-                     "completion_tokens": g.completion_tokens, **({"label": p.label} if p.label else {})}
-                    for p, g in zip(ps, gens, strict=True))
+                     "completion_tokens": g.completion_tokens, **({"label": p.label} if p.label else {}),
+                     **({"labels": list(p.labels)} if p.labels is not None else {}),
+                     **({"retried": True} if n in retried_set else {}),
+                     **({"salvaged": t} if t != g.text else {})}
+                    for (n, g), p, t in zip(numbered, ps, texts, strict=True))
         out = []
         for i, record in enumerate(batch):
             parts = per_record[i]
@@ -212,7 +266,11 @@ class InContextExtractor:
                                           for k in ("exact", "fuzzy", "not_found")}
                 pred.meta["chunks"] = len(parts)
             pred.meta["template"] = self.builder.version
-            pred.meta["cut_at_max_tokens"] = cut.get(i, 0)  # answers that hit max_tokens: maybe incomplete
+            c = coverage[i]
+            pred.meta["cut_at_max_tokens"] = c["cut_at_max_tokens"]  # answers that hit max_tokens (salvaged)
+            pred.meta["coverage"] = record_coverage(record, [ch for ch, _ in parts], c,
+                                                    pred.meta.get("alignment", {}).get("not_found", 0),
+                                                    self._count)
             if self.save_io:
                 pred.meta["io"] = io.get(i, [])
             if adapters is not None:
@@ -220,3 +278,24 @@ class InContextExtractor:
             self.stats.add(pred)
             out.append(pred)
         return out
+
+
+def record_coverage(record: Record, chunks: Sequence[Chunk | None], counts: Mapping[str, int], not_grounded: int,
+                    count: Callable[[str], int] | None = None) -> dict[str, Any]:
+    """What of ``record`` the model saw and what came back: ``meta["coverage"]`` of a prediction.
+
+    ``chars_not_seen`` counts non-space characters in no chunk that was sent; with ``count`` (the
+    model's tokenizer) ``tokens`` is the input's length in model tokens.
+    """
+    text = record.text
+    seen = [False] * len(text)
+    for c in chunks:
+        start, end = (0, len(text)) if c is None else (c.start, c.end)
+        seen[start:end] = [True] * (end - start)
+    not_seen = sum(1 for ch, s in zip(text, seen, strict=True) if not s and not ch.isspace())
+    out: dict[str, Any] = {"chars": len(text), "chars_seen": len(text) - not_seen, "chars_not_seen": not_seen,
+                           "chunks": len(chunks), **counts, "not_grounded": not_grounded}
+    if count is not None:
+        out["tokens"] = count(text) if text else 0
+    out["complete"] = all(not out[k] for k in COVERAGE_LOSSES)
+    return out
