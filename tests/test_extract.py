@@ -614,3 +614,102 @@ def test_a_pool_from_another_corpus_builds_the_same_prompts_as_in_a_grid_cell(tm
     extract_prompts = [c.prompt for c in extract_engine.calls]
     assert extract_prompts == [c.prompt for c in cell_engine.calls] and len(extract_prompts) == 4
     assert "Schema: ['person', 'location', 'organization', 'misc']" in extract_prompts[0]  # the pool's own labels
+
+
+# --------------------------------------------------------------------------------------------- hard inputs
+
+HARD_LABELS = [f"type{i:02d}" for i in range(60)]
+ZH = "北京大学的研究人员今天在上海发布了一项关于人工智能的新报告。"
+TH = "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทยและเป็นศูนย์กลางทางเศรษฐกิจ"
+
+
+def hard_inputs(path: Path, english_chars: int, chinese_chars: int) -> dict[str, str]:
+    """Records no peer survives whole: a long English document, a long Chinese one (no spaces), Thai,
+    mixed scripts with emoji, emoji alone, an empty text, one whose answer runs past the limit, and a
+    line that is not UTF-8."""
+    sentence = "Maria Schmidt flew from Berlin to Toronto for the Acme Corporation meeting . "
+    texts = {"en-long": (sentence * (english_chars // len(sentence) + 1))[:english_chars].rsplit(" ", 1)[0],
+             "zh-long": (ZH * (chinese_chars // len(ZH) + 1))[:chinese_chars],
+             "th": TH * 3, "mixed": "Tokyo 東京 meets Bangkok กรุงเทพ 🚀 and Zürich ñandú 😀 naïve café",
+             "emoji": "😀🚀🎉 🇩🇪👩‍👩‍👧", "empty": "", "cut": "LONGANSWER " + "Paris is big . " * 5}
+    with open(path, "wb") as fh:
+        for rid, text in texts.items():
+            fh.write((json.dumps({"id": rid, "text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
+            if rid == "th":
+                fh.write(b'{"id": "latin1", "text": "caf\xe9"}\n')  # not UTF-8: reported, never fatal
+    return texts
+
+
+def first_word_answer(request) -> str:
+    """The first word (or two characters of a script without spaces) of the prompt's input, typed with
+    the first label shown; a very long answer for the record that asks for one."""
+    prompt = request.prompt
+    text = prompt.rsplit('Input: "', 1)[1].rsplit('"\nOutput:', 1)[0]
+    label = prompt.rsplit("Schema: ['", 1)[1].split("'", 1)[0]
+    if "LONGANSWER" in text:
+        return "; ".join(f"{label}: Paris" for _ in range(40))
+    word = next(iter(text.split()), "")
+    if word and ord(word[0]) > 0x2E80:
+        word = word[:2]
+    return f"{label}: {word}" if word and not word[0] in "😀🚀🎉🇩👩" else "None"
+
+
+def test_hard_inputs_come_back_whole_with_every_loss_counted(tmp_path):
+    inputs = tmp_path / "hard.jsonl"
+    texts = hard_inputs(inputs, english_chars=1_000_000, chinese_chars=200_000)
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"entities": [{"name": n} for n in HARD_LABELS]}), encoding="utf-8")
+    engine = ScriptedEngine(first_word_answer)
+    out = tmp_path / "hard-out.jsonl"
+    summary = extract_file(inputs, out, engine=engine, schema=str(schema), max_tokens=20, batch_size=4,
+                           show_progress=False, save_io=True)
+    preds = {p.id: p for p in read_jsonl(out)}
+    assert list(preds) == list(texts) and summary.malformed_lines == 1 and summary.records == len(texts)
+    errors = [json.loads(line) for line in (tmp_path / "hard-out.jsonl.errors.jsonl").read_text().splitlines()]
+    assert errors[0]["line"] == 4 and "not UTF-8" in errors[0]["reason"]
+    for rid, p in preds.items():
+        c = p.meta["coverage"]
+        assert c["chars"] == len(texts[rid]) and c["chars_not_seen"] == 0, rid  # the model saw every character
+        assert c["labels_per_prompt"] == 20 and c["prompts"] == 3 * c["chunks"], rid  # 60 types: 3 prompts of 20
+        assert p.check_offsets() == [], rid
+    assert preds["en-long"].meta["coverage"]["chunks"] > 100 and preds["zh-long"].meta["coverage"]["chunks"] > 100
+    io = {json.loads(line)["id"]: json.loads(line)["io"] for line in (tmp_path / "hard-out.jsonl.io.jsonl").open()}
+    longest = max(len(e["prompt"].rsplit('Input: "', 1)[1].rsplit('"\nOutput:', 1)[0]) for e in io["zh-long"])
+    assert longest <= 256  # characters of a script without spaces are the budget's units
+    zh = preds["zh-long"].entities
+    assert zh and all(e.text == texts["zh-long"][e.start:e.end] for e in zh)
+    cut = preds["cut"].meta["coverage"]
+    assert cut["cut_at_max_tokens"] == 3 and cut["salvaged"] == 3 and not cut["complete"]
+    assert {e.text for e in preds["cut"].entities} == {"Paris"}  # the complete items; the last, maybe unfinished, dropped
+    assert summary.incomplete_records >= 1 and summary.coverage["chars_not_seen"] == 0
+    assert summary.coverage["chars"] == sum(len(t) for t in texts.values())
+    assert preds["empty"].entities == [] and preds["emoji"].meta["coverage"]["complete"]
+
+    strict = tmp_path / "strict.jsonl"
+    with pytest.raises(ExtractError, match="record 'cut': coverage lost .*cut_at_max_tokens 3"):
+        extract_file(inputs, strict, engine=engine, schema=str(schema), max_tokens=20, batch_size=1,
+                     show_progress=False, strict_coverage=True, limit=None)
+    assert [p.id for p in read_jsonl(strict)][-1] == "cut"  # written, then the run stopped
+
+
+def test_hard_inputs_through_a_tiny_model_fit_its_context(tiny_decoder_path, tmp_path):
+    """The same records through a real tokenizer and a 512-position model: chunks are measured in its
+    tokens and every prompt fits the context next to the answer."""
+    from transformers import AutoTokenizer
+
+    inputs = tmp_path / "hard.jsonl"
+    texts = hard_inputs(inputs, english_chars=20_000, chinese_chars=5_000)
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"entities": [{"name": n} for n in HARD_LABELS]}), encoding="utf-8")
+    out = tmp_path / "tiny.jsonl"
+    summary = extract_file(inputs, out, schema=str(schema), backend="hf", model=str(tiny_decoder_path),
+                           engine_options={"device": "cpu"}, max_tokens=4, batch_size=8, show_progress=False,
+                           save_io=True)
+    preds = {p.id: p for p in read_jsonl(out)}
+    assert list(preds) == list(texts) and summary.malformed_lines == 1
+    assert all(p.meta["coverage"]["chars_not_seen"] == 0 and p.check_offsets() == [] for p in preds.values())
+    assert preds["zh-long"].meta["coverage"]["chunks"] > 1 and preds["en-long"].meta["coverage"]["chunks"] > 1
+    tokenizer = AutoTokenizer.from_pretrained(tiny_decoder_path)
+    io = [e for line in (tmp_path / "tiny.jsonl.io.jsonl").open() for e in json.loads(line)["io"]]
+    assert max(len(tokenizer.encode(e["prompt"])) + 4 for e in io) <= 512
+    assert summary.coverage["tokens"] > 0 and summary.coverage["prompts"] == len(io)

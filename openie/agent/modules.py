@@ -38,6 +38,7 @@ from openie.engines.dspy_lm import openie_lm
 from openie.engines.microbatch import MicroBatchEngine
 from openie.errors import OpenIEError, UnknownNameError
 from openie.methods.icl import ExtractionStats, extract_in_batches
+from openie.methods.icl.pipeline import DEFAULT_CHUNK_TOKENS, record_coverage
 from openie.records import Record
 from openie.schema import Schema
 from prompts.formats import ParseProblem, ParseResult
@@ -194,17 +195,18 @@ class _MeteredEngine:
 
     def __init__(self, engine: Any):
         self.engine = engine
-        self.prompts = self.prompt_tokens = self.completion_tokens = 0
+        self.prompts = self.prompt_tokens = self.completion_tokens = self.cut = 0
         self._lock = threading.Lock()
 
     def generate(self, requests: Sequence[Any]) -> list[Any]:
         generations = self.engine.generate(requests)
         used = (len(generations), sum(g.prompt_tokens for g in generations),
-                sum(g.completion_tokens for g in generations))
+                sum(g.completion_tokens for g in generations), sum(g.finish_reason == "length" for g in generations))
         with self._lock:
             self.prompts += used[0]
             self.prompt_tokens += used[1]
             self.completion_tokens += used[2]
+            self.cut += used[3]
         call = _CALL_USAGE.get()
         if call is not None:
             for i, n in enumerate(used):
@@ -260,7 +262,9 @@ class DSPyExtractor:
 
     ``adapter`` is the engine's LoRA adapter; ``dspy_adapter`` how DSPy formats prompts and reads
     answers (``max_text_chars`` bounds free-text fields under ``json``). ``max_words_per_chunk``
-    cuts long texts into overlapping chunks (merged back with global offsets). ``demonstrations`` stays None: a kNN program reports its own (``demo_ids``).
+    (default: icl's ``DEFAULT_CHUNK_TOKENS``) cuts long texts into overlapping chunks of that many
+    words, or characters of scripts without spaces (merged back with global offsets); every
+    prediction carries ``meta["coverage"]`` like icl's. ``demonstrations`` stays None: a kNN program reports its own (``demo_ids``).
     """
 
     program: dspy.Module
@@ -349,12 +353,12 @@ class DSPyExtractor:
     def _extract_record(self, record: Record) -> tuple[Record, list[int], int]:
         """One record's prediction, its LM usage (prompts, prompt and completion tokens) and failed calls."""
         shown = record.without_annotations()
-        limit = self.max_words_per_chunk
-        usage = [0, 0, 0]
-        if limit is None or len(record.text.split()) <= limit:
+        limit = self.max_words_per_chunk or DEFAULT_CHUNK_TOKENS
+        usage = [0, 0, 0, 0]
+        parts = chunk_record(shown, limit, min(self.chunk_overlap_words, limit // 4))
+        if len(parts) == 1 and parts[0][0].start == 0 and parts[0][0].end == len(record.text):
             pred, failed = self._predict(shown, usage)
         else:
-            parts = chunk_record(shown, limit, min(self.chunk_overlap_words, limit // 4))
             preds, failed = [], 0
             for _, sub in parts:
                 p, f = self._predict(sub, usage)
@@ -363,12 +367,20 @@ class DSPyExtractor:
             pred = merge_chunks(shown, [c for c, _ in parts], preds)
             pred.meta.update(_merged_meta(preds))
         pred.meta["method"] = f"dspy.{self.name}"
+        pred.meta["cut_at_max_tokens"] = usage[3]
+        pred.meta["coverage"] = record_coverage(
+            record, [c for c, _ in parts] if len(parts) > 1 else [None],
+            {"prompts": usage[0], "cut_at_max_tokens": usage[3], "salvaged": 0, "retried": 0,
+             "labels_per_prompt": len({"ner": self.schema.entity_labels, "re": self.schema.relation_labels,
+                                       "ee": self.schema.event_labels}.get(self.task, ())),
+             "prompt_tokens": usage[1]},
+            pred.meta.get("alignment", {}).get("not_found", 0))
         return pred, usage, failed
 
     def _predict(self, unit: Record, usage: list[int]) -> tuple[Record, int]:
         error: Exception | None = None
         prediction = None
-        call = [0, 0, 0]
+        call = [0, 0, 0, 0]
         token = _CALL_USAGE.set(call)
         try:
             with traced(unit.text) as trace, dspy.context(lm=self.lm, adapter=self.dspy_adapter_obj):

@@ -203,12 +203,57 @@ class GLiNERTool:
 
     # -- windows ------------------------------------------------------------------------------
 
-    def chunks(self, text: str) -> list[Chunk]:
-        """Overlapping windows of at most ``max_words`` gliner words, owning disjoint regions."""
-        return chunk_text(text, self.max_words, self.overlap_words, count=lambda s: len(word_spans(s)))
+    def _tokenizer(self) -> Any:
+        return getattr(getattr(self.model, "data_processor", None), "transformer_tokenizer", None)
 
-    def _windows(self, texts: Sequence[str]) -> list[tuple[int, Chunk]]:
-        return [(i, c) for i, t in enumerate(texts) for c in self.chunks(t)]
+    def subword_limit(self) -> int | None:
+        """Subword tokens the encoder reads per window (label prompt included); None: unknown."""
+        tok = self._tokenizer()
+        if tok is None:
+            return None
+        limit = int(getattr(tok, "model_max_length", 512) or 512)
+        return limit if limit < 100_000 else 512  # tokenizers without a limit report a huge sentinel
+
+    def subwords(self, text: str) -> int:
+        """The encoder's subword tokens for ``text`` split into gliner words (what the model reads)."""
+        words = [text[s:e] for s, e in word_spans(text)]
+        tok = self._tokenizer()
+        if not words or tok is None:
+            return len(words)
+        return len(tok(words, is_split_into_words=True, add_special_tokens=False)["input_ids"])
+
+    def prompt_subwords(self, prompts: Sequence[str]) -> int:
+        """What the label prompt (one marker and the prompt per type, a separator) takes of the window."""
+        return self.subwords(" ".join(prompts)) + 2 * len(prompts) + 4
+
+    def chunks(self, text: str, prompt_subwords: int = 0) -> list[Chunk]:
+        """Overlapping windows the encoder reads whole: at most ``max_words`` gliner words and at most
+        its subword limit less the label prompt (scripts without spaces make long words), owning
+        disjoint regions."""
+        limit = self.subword_limit()
+        if limit is None:
+            return chunk_text(text, self.max_words, self.overlap_words, count=lambda s: len(word_spans(s)))
+        budget = max(16, limit - prompt_subwords - 8)
+
+        def count(window: str) -> int:  # <= max_words exactly when both limits hold
+            return max(len(word_spans(window)), -(-self.subwords(window) * self.max_words // budget))
+
+        return chunk_text(text, self.max_words, self.overlap_words, count=count)
+
+    def _windows(self, texts: Sequence[str], prompts: Sequence[str] = ()) -> list[tuple[int, Chunk]]:
+        extra = self.prompt_subwords(prompts) if prompts else 0
+        windows = [(i, c) for i, t in enumerate(texts) for c in self.chunks(t, extra)]
+        limit = self.subword_limit()
+        max_len = int(getattr(self.model.config, "max_len", 384))
+        self.last_coverage = [{"chars": len(t), "chars_not_seen": 0, "chunks": 0, "prompts": 0} for t in texts]
+        for i, c in windows:
+            cov = self.last_coverage[i]
+            cov["chunks"] += 1
+            cov["prompts"] += 1
+            too_long = len(word_spans(c.text)) > max_len or (limit is not None and self.subwords(c.text) + extra > limit)
+            if too_long:  # the encoder truncates this window (one unit beyond every budget): counted as unseen
+                cov["chars_not_seen"] += sum(not ch.isspace() for ch in c.text)
+        return windows
 
     def _run(self, windows: list[tuple[int, Chunk]], labels: Any, desc: str, **kwargs: Any) -> list[list[dict]]:
         """gliner's ``inference`` over window texts in batches, with one progress bar."""
@@ -243,7 +288,7 @@ class GLiNERTool:
         carry several types.
         """
         prompts, _ = _label_prompts(labels)
-        windows = self._windows(texts)
+        windows = self._windows(texts, prompts)
         raw = self._run(windows, prompts, "gliner", threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
         found: list[dict[tuple[int, int, str], Entity]] = [{} for _ in texts]
         for (i, c), ents in zip(windows, raw, strict=True):

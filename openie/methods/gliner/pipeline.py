@@ -76,8 +76,11 @@ class GLiNERExtractor:
     def extract_batch(self, batch: Sequence[Record]) -> list[Record]:
         preds = self.tool.extract([r.without_annotations() for r in batch], self.label_prompts,
                                   threshold=self.threshold, flat_ner=not self.nested)
-        for p in preds:
+        for p, cov in zip(preds, self.tool.last_coverage, strict=True):
             p.meta["method"] = "gliner"
+            p.meta["coverage"] = {**cov, "chars_seen": cov["chars"] - cov["chars_not_seen"],
+                                  "labels_per_prompt": len(self.schema.entity_labels), "cut_at_max_tokens": 0,
+                                  "not_grounded": 0, "complete": cov["chars_not_seen"] == 0}
             self.stats.add(p)
         self.stats.prompts += len(batch)
         return preds

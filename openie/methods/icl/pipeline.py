@@ -167,7 +167,8 @@ class InContextExtractor:
         if context:
             count = self._token_count()
             per_unit = 1 if count is not None else 2  # without a tokenizer the budget is in words: ~2 tokens each
-            overhead = (count or (lambda text: 2 * len(text.split())))(self.builder.render(Record("budget", "")))
+            measure = count or (lambda text: 2 * len(text.split()))
+            overhead = max(measure(p.text) for p in self.builder.build(Record("budget", "")))
             budget = min(budget, (context - self.max_tokens - overhead - 8) // per_unit)
         if budget < 16:
             raise ValueError(f"the context window ({context} tokens) leaves {budget} tokens of input per prompt "
