@@ -48,6 +48,19 @@ def test_windows_cover_the_text_and_own_disjoint_regions(tool):
     assert all(len(word_spans(c.text)) <= 24 for c in chunks)
 
 
+def test_a_script_without_spaces_is_cut_into_windows_the_encoder_reads_whole(tool):
+    """A Chinese run is one gliner word: windows are bounded by the encoder's subwords too, with the
+    label prompt, and every window is reported in the coverage (nothing past the limit unseen)."""
+    text = "北京大学的研究人员今天在上海发布了一项关于人工智能的新报告。" * 40
+    tool.predict([text], ["person", "city"], threshold=0.0)
+    coverage = tool.last_coverage[0]
+    extra = tool.prompt_subwords(["person", "city"])
+    windows = tool.chunks(text, extra)
+    assert len(windows) > 1 and coverage["chunks"] == len(windows) and coverage["chars_not_seen"] == 0
+    assert all(tool.subwords(c.text) + extra <= tool.subword_limit() for c in windows)
+    assert "".join(text[c.own_start:c.own_end] for c in windows) == text
+
+
 def test_long_text_predictions_are_global_and_not_truncated(tool):
     text = long_text(150)
     found = tool.predict([text, "alice met bob ."], ["person", "city"], threshold=0.0)
