@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from openie.datasets import load_records
+from openie.datasets import dataset_schema, load_records
 from openie.engines.hardware import hardware_summary
 from openie.experiments.extract import extract_file
 from openie.records import Record, write_jsonl
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for size in (int(x) for x in args.sizes.split(",")):
             t0 = time.perf_counter()
-            summary = extract_file(inputs, out / f"chunk{size}.jsonl", engine=engine, demonstrations="conll2003:train",
+            summary = extract_file(inputs, out / f"chunk{size}.jsonl", engine=engine, schema=dataset_schema("conll2003"),
+                                   demonstrations="conll2003:train",
                                    k=args.k, seed=0, method_options={"chunk_tokens": size}, max_tokens=max(64, size),
                                    batch_size=8, show_progress=True, overwrite=True)
             rows.append({"chunk_tokens": size, "f1": summary.f1, "precision": summary.precision,
