@@ -26,14 +26,14 @@ def token_counter(engine: Engine | None) -> Callable[[str], int] | None:
 @dataclass(frozen=True)
 class ICLOptions:
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS  # model tokens of input per prompt (less if the context is smaller)
-    chunk_overlap: int = 32  # tokens two consecutive chunks share
+    chunk_overlap: int = 32  # tokens two consecutive chunks share (at most a quarter of a chunk)
     max_labels: int = 20  # a NER schema with more entity types is split across prompts (answers merged)
     retry_cut: bool = False  # ask an answer cut at max_tokens again, once, with twice the budget
 
     def __post_init__(self) -> None:
-        if self.chunk_tokens < 16 or not 0 <= self.chunk_overlap < self.chunk_tokens:
-            raise ValueError(f"need chunk_tokens >= 16 and 0 <= chunk_overlap < chunk_tokens, "
-                             f"got {self.chunk_tokens} and {self.chunk_overlap}")
+        if self.chunk_tokens < 16 or self.chunk_overlap < 0:
+            raise ValueError(f"need chunk_tokens >= 16 and chunk_overlap >= 0, got {self.chunk_tokens} and "
+                             f"{self.chunk_overlap}")
         if self.max_labels < 1:
             raise ValueError(f"max_labels must be >= 1, got {self.max_labels}")
 
