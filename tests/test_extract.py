@@ -651,7 +651,7 @@ def first_word_answer(request) -> str:
     word = next(iter(text.split()), "")
     if word and ord(word[0]) > 0x2E80:
         word = word[:2]
-    return f"{label}: {word}" if word and not word[0] in "😀🚀🎉🇩👩" else "None"
+    return f"{label}: {word}" if word and word[0] not in "😀🚀🎉🇩👩" else "None"
 
 
 def test_hard_inputs_come_back_whole_with_every_loss_counted(tmp_path):
