@@ -419,7 +419,8 @@ def test_baner_method_sends_constrained_per_type_prompts_and_resumes(records_fil
     out = tmp_path / "baner.jsonl"
     summary = run(records_file, out, engine=engine, method="baner", adapter="det",
                   method_options={"constrained": True})
-    assert summary.records == 20 and summary.f1 == 1.0
+    assert summary.records == 20 and summary.f1 == 1.0 and summary.records_without_coverage == 0
+    assert summary.coverage["prompts"] == 40 and summary.incomplete_records == 0
     assert len(engine.calls) == 40 and all(c.allowed_texts and c.adapter == "det" for c in engine.calls)
     config = json.loads(out.with_name(out.name + ".run.json").read_text())["config"]
     assert config["method"] == "baner" and config["template"].startswith("ner.baner.v1@")
@@ -458,6 +459,7 @@ def test_el4ner_method_runs_every_member_records_them_and_resumes(records_file, 
     assert recorded["pool"] == "pool:train" and recorded["k"] == 3  # --demos, --k
     assert [m["name"] for m in recorded["members"]] == ["a", "b"]
     assert read_jsonl(out)[0].meta["el4ner"]["verification"]["member"] == "a"
+    assert summary.records_without_coverage == 0 and read_jsonl(out)[0].meta["coverage"]["chars_not_seen"] == 0
     with pytest.raises(ConfigMismatchError, match="method_options"):
         run(records_file, out, engine=engine, method="el4ner", method_options={**options, "verify": False},
             demonstrations="pool:train", k=3)

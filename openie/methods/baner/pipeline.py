@@ -31,10 +31,11 @@ from tqdm.auto import tqdm
 from openie.engines.base import Engine, GenerationRequest
 from openie.errors import OpenIEError
 from openie.methods.icl import ExtractionStats
+from openie.methods.icl.pipeline import record_coverage
 from openie.records import Entity, Record
 from openie.schema import Schema
 from prompts.builder import Prompt, PromptBuilder
-from prompts.formats import MarkersFormat
+from prompts.formats import MarkersFormat, complete_prefix
 
 TEMPLATE = "ner.baner.v1"
 NEGATIVE_OFFSETS = (-2, -1, 1, 2)  # relative to the first (negative) and last (positive) entity token
@@ -332,14 +333,20 @@ class BANERExtractor:
             chunk = records[start:start + max(1, self.batch_size // max(1, len(self.schema.entity_labels)))]
             built = [self.requests(r) for r in chunk]
             generations = self.engine.generate([q for _, qs in built for q in qs])
-            texts = [g.text for g in generations]
+            texts = [complete_prefix(g.text, "markers") if g.finish_reason == "length" else g.text for g in generations]
             self.stats.prompts += len(generations)
             self.stats.prompt_tokens += sum(g.prompt_tokens for g in generations)
             self.stats.completion_tokens += sum(g.completion_tokens for g in generations)
             at = 0
             for record, (prompts, _) in zip(chunk, built, strict=True):
-                answers, at = texts[at:at + len(prompts)], at + len(prompts)
+                answers, gens, at = texts[at:at + len(prompts)], generations[at:at + len(prompts)], at + len(prompts)
                 pred = self.builder.parse_record(record, prompts, answers)
+                cut = sum(g.finish_reason == "length" for g in gens)
+                pred.meta["cut_at_max_tokens"] = cut
+                pred.meta["coverage"] = record_coverage(  # one prompt per type, each with the whole sentence
+                    record, [None], {"prompts": len(prompts), "cut_at_max_tokens": cut, "salvaged": cut, "retried": 0,
+                                     "labels_per_prompt": 1, "prompt_tokens": sum(g.prompt_tokens for g in gens)},
+                    pred.meta.get("alignment", {}).get("not_found", 0))
                 pred.meta["detected"] = [[e.start, e.end, e.label] for e in pred.entities]
                 pred.meta["adapter"] = self.adapter
                 out.append(pred)

@@ -44,9 +44,10 @@ from openie.engines.base import Engine, Generation, GenerationRequest, Score, Sc
 from openie.errors import OpenIEError
 from openie.grounding import ground_all
 from openie.methods.icl import ExtractionStats, extract_in_batches
+from openie.methods.icl.pipeline import record_coverage
 from openie.records import Entity, Record
 from openie.schema import Schema
-from prompts.formats import ParseProblem, load_json_leniently
+from prompts.formats import ParseProblem, complete_prefix, load_json_leniently
 from prompts.registry import TemplateRegistry, default_registry
 from retrievers.base import RecordPool
 
@@ -764,6 +765,7 @@ class UnionResult:
     problems: list[ParseProblem]
     exact: int
     fuzzy: int
+    cut: int = 0  # members' answers cut at max_tokens (their complete mentions kept)
 
 
 class UnionExtraction:
@@ -775,17 +777,19 @@ class UnionExtraction:
     def run(self, records: Sequence[Record], demos: Sequence[Sequence[Record]],
             members: Sequence[Member]) -> list[UnionResult]:
         items = [(m, self.proposer.request(m, r, d)) for r, d in zip(records, demos, strict=True) for m in members]
-        texts = iter(g.text for g in generate(items, self.stats))
+        answers = iter(generate(items, self.stats))
         out = []
         for r in records:
-            per_member, problems, exact, fuzzy = {}, [], 0, 0
+            per_member, problems, exact, fuzzy, cut = {}, [], 0, 0, 0
             for m in members:
-                got = parse_span_list(next(texts), r)
+                g = next(answers)
+                cut += g.finish_reason == "length"
+                got = parse_span_list(complete_prefix(g.text, "question") if g.finish_reason == "length" else g.text, r)
                 per_member[m.name] = got.entities
                 problems += [ParseProblem(p.kind, f"{m.name}: {p.detail}", p.fragment) for p in got.problems]
                 exact, fuzzy = exact + got.exact, fuzzy + got.fuzzy
             union = _sorted({e.span: e for es in per_member.values() for e in es}.values())
-            out.append(UnionResult(per_member, union, problems, exact, fuzzy))
+            out.append(UnionResult(per_member, union, problems, exact, fuzzy, cut))
         return out
 
 
@@ -1099,6 +1103,11 @@ class EL4NERExtractor:
             pred.meta["alignment"] = {"exact": f.exact, "fuzzy": f.fuzzy,
                                       "not_found": sum(p.kind == "not_found" for p in f.problems)}
             pred.meta["demo_ids"] = [d.id for d in choice.records]
+            pred.meta["cut_at_max_tokens"] = f.cut
+            pred.meta["coverage"] = record_coverage(  # every prompt holds the whole sentence (EL4NER does not chunk)
+                record, [None], {"prompts": len(c.members_for(c.union, self.members)), "cut_at_max_tokens": f.cut,
+                                 "salvaged": f.cut, "retried": 0, "labels_per_prompt": len(self.schema.entity_labels),
+                                 "prompt_tokens": 0}, pred.meta["alignment"]["not_found"])
             pred.meta["el4ner"] = {
                 "demonstrations": choice.to_meta(c.demonstrations),
                 "candidates": {name: [[e.start, e.end, e.text] for e in es] for name, es in f.per_member.items()},
