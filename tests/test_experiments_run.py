@@ -545,17 +545,31 @@ def test_gliner_through_openie_extract_and_a_grid_cell_gives_the_same_prediction
     assert sum(len(p.entities) for p in extracted) > 0  # a threshold of 0 keeps the tiny model's spans
 
 
-def test_a_tiny_model_writes_the_same_predictions_through_both_entry_points(long_decoder, tmp_path):
-    from openie.experiments.extract import extract_file
+def test_a_tiny_model_writes_the_same_prompts_and_predictions_through_the_cli_and_a_grid_cell(long_decoder, tmp_path):
+    """`openie extract` on the command line and a grid cell with the same settings: byte-identical prompts
+    (both keep their raw I/O) and identical predictions, on a real model and tokenizer."""
+    from typer.testing import CliRunner
 
-    extract_file("wnut16:train", tmp_path / "extract.jsonl", backend="hf", model=str(long_decoder), limit=4,
-                 batch_size=4, max_tokens=8, demonstrations="conll2003_sample:train", k=2, retriever="bm25s",
-                 engine_options={"dtype": "float32", "device": "cpu"}, show_progress=False)
+    from openie.cli import app
+
+    out = tmp_path / "extract.jsonl"
+    result = CliRunner().invoke(app, [
+        "extract", "wnut16:train", str(out), "--backend", "hf", "--model", str(long_decoder), "--limit", "4",
+        "--batch-size", "4", "--max-tokens", "8", "--demos", "conll2003_sample:train", "--k", "2",
+        "--retriever", "bm25s", "--dtype", "float32", "--engine-option", "device=cpu", "--no-cache",
+        "--no-progress", "--save-io"])
+    assert result.exit_code == 0, result.output
     config = write_config(tmp_path, "name: parity\ndataset: wnut16\nsplit: train\nlimit: 4\n"
-                                    "method: {template: ner.ruie.v1, max_tokens: 8, batch_size: 4}\n"
+                                    "method: {template: ner.ruie.v1, max_tokens: 8, batch_size: 4, save_io: true}\n"
                                     f"engine: {{backend: hf, model: {long_decoder}, dtype: float32, "
                                     "options: {device: cpu}}\n"
                                     "demonstrations: {strategy: bm25s, pool: conll2003_sample:train, k: 2}\n")
     [outcome] = run_experiment(config, tmp_path / "grid", show_progress=False, log=lambda m: None)
-    assert [p.to_dict() for p in read_predictions_list(tmp_path / "extract.jsonl")] == [
+    assert [p.to_dict() for p in read_predictions_list(out)] == [
         p.to_dict() for p in read_predictions_list(outcome.path / "predictions.jsonl")]
+
+    def prompts(path: Path) -> list[str]:
+        return [e["prompt"] for line in path.read_text(encoding="utf-8").splitlines() for e in json.loads(line)["io"]]
+
+    cli_prompts = prompts(tmp_path / "extract.jsonl.io.jsonl")
+    assert cli_prompts and cli_prompts == prompts(outcome.path / "predictions.jsonl.io.jsonl")
