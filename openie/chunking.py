@@ -197,8 +197,12 @@ def _costed(text: str, units: list[tuple[int, int]], count: Callable[[str], int]
     return spans, costs
 
 
+_SENTENCE_END = frozenset(".!?。！？")
+
+
 def chunk_text(text: str, max_tokens: int = 256, overlap_tokens: int = 32,
-               count: Callable[[str], int] | None = None) -> list[Chunk]:
+               count: Callable[[str], int] | None = None, align_sentences: bool = False,
+               one_sentence: bool = False) -> list[Chunk]:
     """Windows whose text costs at most ``max_tokens``, consecutive windows sharing about ``overlap_tokens``.
 
     Without ``count`` a unit (:func:`text_units`: a word, or a character of a script written without
@@ -210,6 +214,12 @@ def chunk_text(text: str, max_tokens: int = 256, overlap_tokens: int = 32,
 
     Chunks start and end at unit boundaries; the first includes the text's leading whitespace and the
     last its trailing whitespace, and chunks that share no unit touch, when the budget allows.
+
+    ``align_sentences`` ends a chunk after the last sentence that ends in its second half (``.``,
+    ``!``, ``?``, ``。``, ``！``, ``？`` closing a unit, or a line break after it), and starts the next
+    one there without overlap: a model reads whole sentences, and no mention straddles the cut.
+    ``one_sentence`` cuts after the first sentence end instead: a chunk per sentence (a sentence
+    longer than the budget is still cut by it).
     """
     if max_tokens < 1 or not 0 <= overlap_tokens < max_tokens:
         raise ValueError(f"need max_tokens >= 1 and 0 <= overlap_tokens < max_tokens, got {max_tokens}, {overlap_tokens}")
@@ -260,12 +270,30 @@ def chunk_text(text: str, max_tokens: int = 256, overlap_tokens: int = 32,
             return a, end(lo), lo
         return starts[i], ends[i], i + 1  # the unit fits alone, not with the whitespace around it
 
+    def sentence_end(i: int, j: int, a: int) -> int | None:
+        """The unit after the last sentence end among units ``i..j-1`` (second half only; with
+        ``one_sentence`` the first anywhere), if it fits."""
+        for k in (range(i, j) if one_sentence else range(j - 1, i + (j - i) // 2 - 1, -1)):
+            if k + 1 >= n:  # the text's end: nothing to cut off
+                continue
+            tail = text[ends[k]:starts[k + 1]]
+            if text[ends[k] - 1] in _SENTENCE_END or "\n" in tail:
+                if count is None or count(text[a:ends[k]]) <= max_tokens:
+                    return k + 1
+                return None
+        return None
+
     bounds: list[tuple[int, int]] = []
     i, lead, covered = 0, True, 0
     while True:
         a, b, j = window(i, lead)
         if j <= covered:  # shrunk to units already covered: go on after them, without overlap
             i, lead = covered, True
+            continue
+        cut = sentence_end(i, j, a) if (align_sentences and j < n) or one_sentence else None
+        if cut is not None:  # whole sentences: the next chunk starts at the next sentence, no overlap
+            bounds.append((a, ends[cut - 1]))
+            i, lead, covered = cut, True, cut
             continue
         bounds.append((a, b))
         if j == n:
@@ -290,10 +318,14 @@ def chunk_text(text: str, max_tokens: int = 256, overlap_tokens: int = 32,
 
 
 def chunk_record(record: Record, max_tokens: int = 256, overlap_tokens: int = 32,
-                 count: Callable[[str], int] | None = None) -> list[tuple[Chunk, Record]]:
+                 count: Callable[[str], int] | None = None, align_sentences: bool = False,
+                 one_sentence: bool = False) -> list[tuple[Chunk, Record]]:
     """Unannotated sub-records for each chunk; ids are ``{id}#c{k}`` and meta points to the parent."""
     out = []
-    for c in chunk_text(record.text, max_tokens, overlap_tokens, count):
+    for c in chunk_text(record.text, max_tokens, overlap_tokens, count, align_sentences, one_sentence):
+        lead = len(c.text) - len(c.text.lstrip())
+        if c.text.strip():  # a model reads the chunk without the whitespace around it
+            c = replace(c, start=c.start + lead, text=c.text.strip(), end=c.start + lead + len(c.text.strip()))
         sub = Record(id=f"{record.id}#c{c.index}", text=c.text, lang=record.lang,
                      meta={"parent_id": record.id, "chunk_index": c.index, "chunk_start": c.start})
         out.append((c, sub))

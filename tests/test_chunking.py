@@ -164,7 +164,7 @@ def _budgets(draw: st.DrawFn) -> tuple[int, int]:
     return budget, draw(st.integers(0, budget - 1))
 
 
-def _check(text: str, chunks: list, budget: int, overlap: int, count) -> None:
+def _check(text: str, chunks: list, budget: int, overlap: int, count, aligned: bool = False) -> None:
     assert chunks and [c.index for c in chunks] == list(range(len(chunks)))
     # (b) slices of the text, moving forward
     for c in chunks:
@@ -198,7 +198,8 @@ def _check(text: str, chunks: list, budget: int, overlap: int, count) -> None:
                 assert c.own_start >= c.start or c.index == 0
                 assert c.own_end <= c.end or c.index == len(chunks) - 1
         for a, b in zip(chunks, chunks[1:], strict=False):
-            assert sum(b.start <= s and e <= a.end for s, e in units) == overlap
+            shared = sum(b.start <= s and e <= a.end for s, e in units)
+            assert shared == overlap or (aligned and shared == 0)  # a sentence-aligned cut shares nothing
     else:
         # the exceptions: one character that alone overcounts, and a text without a unit
         assert all(count(c.text) <= budget or len(c.text) == 1 or not text.strip() for c in chunks)
@@ -209,6 +210,20 @@ def _check(text: str, chunks: list, budget: int, overlap: int, count) -> None:
 def test_chunk_properties(text: str, budgets: tuple[int, int], count) -> None:
     budget, overlap = budgets
     _check(text, chunk_text(text, budget, overlap, count=count), budget, overlap, count)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_TEXTS, budgets=_budgets(), count=_COUNTS, dots=st.lists(st.integers(0, 10_000), max_size=12))
+def test_sentence_aligned_chunk_properties(text: str, budgets: tuple[int, int], count, dots: list[int]) -> None:
+    """The same guarantees when chunks end at sentence ends (sentence ends sprinkled into the text)."""
+    for d in sorted(dots, reverse=True):
+        at = d % (len(text) + 1)
+        text = text[:at] + ". " + text[at:]
+    budget, overlap = budgets
+    _check(text, chunk_text(text, budget, overlap, count=count, align_sentences=True), budget, overlap, count,
+           aligned=True)
+    _check(text, chunk_text(text, budget, overlap, count=count, one_sentence=True), budget, overlap, count,
+           aligned=True)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -230,3 +245,20 @@ def test_merge_keeps_each_entity_once(text: str, budgets: tuple[int, int], count
     merged = merge_chunks(record, [c for c, _ in pairs], preds)
     assert merged.entities == sorted(gold)
     assert merged.check_offsets() == []
+
+
+def test_aligned_chunks_end_at_sentence_ends_and_touch_without_overlap():
+    sentences = [f"Sentence {i} has some words in it ." for i in range(40)]
+    text = " ".join(sentences)
+    chunks = chunk_text(text, 30, 8, align_sentences=True)
+    assert len(chunks) > 1
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert a.text.rstrip().endswith(".") and b.start == a.end  # whole sentences, no overlap
+    assert all(len(c.text.split()) <= 30 for c in chunks)
+    assert "".join(text[c.own_start:c.own_end] for c in chunks) == text
+    one_line = "a b c d e f g h i j k l m n o p q r s t u v w x y z"  # no sentence end: plain windows
+    assert chunk_text(one_line, 8, 2, align_sentences=True) == chunk_text(one_line, 8, 2)
+    zh = "北京今天下雨。上海明天晴。" * 20
+    assert all(c.text.endswith("。") for c in chunk_text(zh, 20, 4, align_sentences=True)[:-1])
+    ones = chunk_text(text, 30, 8, one_sentence=True)  # a chunk per sentence
+    assert [c.text.strip() for c in ones] == sentences

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--backend", default="vllm")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--sentence-chunks", action="store_true", help="icl option sentence_chunks: one sentence per prompt")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             summary = extract_file(inputs, out / f"chunk{size}.jsonl", engine=engine, schema=dataset_schema("conll2003"),
                                    demonstrations="conll2003:train",
-                                   k=args.k, seed=0, method_options={"chunk_tokens": size}, max_tokens=max(64, size),
+                                   k=args.k, seed=0, max_tokens=max(64, size),
+                                   method_options={"chunk_tokens": size, "sentence_chunks": args.sentence_chunks},
                                    batch_size=8, show_progress=True, overwrite=True)
             rows.append({"chunk_tokens": size, "f1": summary.f1, "precision": summary.precision,
                          "recall": summary.recall, "prompts": summary.prompts,
@@ -89,7 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# F1 against chunk size (long CoNLL-2003 dev documents)", "",
              f"{len(docs)} documents of {args.sentences} consecutive dev sentences ({result['characters']} characters, "
              f"{result['gold_entities']} gold entities); {args.model} ({args.backend}, {dtype}), {args.k} random "
-             "CoNLL-2003 train demonstrations per chunk, ner.ruie.v1, greedy, max_tokens = max(64, chunk).", "",
+             "CoNLL-2003 train demonstrations per chunk, ner.ruie.v1, greedy, max_tokens = max(64, chunk); chunks end at "
+             + ("the first sentence end (one sentence per prompt)." if args.sentence_chunks else
+                "the last sentence end that fits (whole sentences, packed)."), "",
              f"Hardware: {result['hardware']}", "", f"Re-run: `{command}`", "",
              "| chunk tokens | P | R | F1 | prompts | answers cut | salvaged | spans not grounded | seconds |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

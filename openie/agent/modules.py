@@ -355,7 +355,7 @@ class DSPyExtractor:
         shown = record.without_annotations()
         limit = self.max_words_per_chunk or DEFAULT_CHUNK_TOKENS
         usage = [0, 0, 0, 0]
-        parts = chunk_record(shown, limit, min(self.chunk_overlap_words, limit // 4))
+        parts = chunk_record(shown, limit, min(self.chunk_overlap_words, limit // 4), align_sentences=True)
         if len(parts) == 1 and parts[0][0].start == 0 and parts[0][0].end == len(record.text):
             pred, failed = self._predict(shown, usage)
         else:

@@ -313,7 +313,8 @@ def predict_batch(extractor: Extractor, records: Sequence[Record]) -> tuple[list
     demonstrations = getattr(extractor, "demonstrations", None)
     if demonstrations is not None:
         for r, p in zip(records, preds, strict=True):
-            p.meta["demo_ids"] = [d.id for d in demonstrations(r) if d.text != r.text]
+            if "demo_ids" not in p.meta:  # a chunked record lists its chunks' demonstrations itself
+                p.meta["demo_ids"] = [d.id for d in demonstrations(r) if d.text != r.text]
     after = _counts(extractor)
     return preds, BatchCounts(*(a - b for a, b in zip(after, before, strict=True)))
 

@@ -29,6 +29,7 @@ class ICLOptions:
     chunk_overlap: int = 32  # tokens two consecutive chunks share (at most a quarter of a chunk)
     max_labels: int = 20  # a NER schema with more entity types is split across prompts (answers merged)
     retry_cut: bool = False  # ask an answer cut at max_tokens again, once, with twice the budget
+    sentence_chunks: bool = True  # a record longer than chunk_tokens: one sentence per prompt (False: packed)
 
     def __post_init__(self) -> None:
         if self.chunk_tokens < 16 or self.chunk_overlap < 0:
@@ -46,7 +47,7 @@ def _build(context: MethodContext, options: ICLOptions) -> InContextExtractor:
                               adapter=context.adapter, max_tokens=context.max_tokens, batch_size=context.batch_size,
                               constrained=context.constrained, show_progress=False, save_io=context.save_io,
                               chunk_tokens=options.chunk_tokens, chunk_overlap_tokens=options.chunk_overlap,
-                              retry_cut=options.retry_cut)
+                              retry_cut=options.retry_cut, sentence_chunks=options.sentence_chunks)
 
 
 REGISTRATION = register_method(MethodRegistration(

@@ -145,6 +145,7 @@ class InContextExtractor:
     chunk_tokens: int | None = None  # None: DEFAULT_CHUNK_TOKENS (less where the context window is smaller)
     chunk_overlap_tokens: int = 32
     retry_cut: bool = False  # an answer cut at max_tokens is asked again once with twice the budget
+    sentence_chunks: bool = True  # a record longer than a chunk: one sentence per prompt (else whole sentences packed)
     show_progress: bool = True
     stats: ExtractionStats = field(default_factory=ExtractionStats)
     router: Callable[[Record], str | None] | None = None  # per-record adapter (e.g. an AdapterRouter); wins over adapter
@@ -182,9 +183,12 @@ class InContextExtractor:
         if not hasattr(self, "_budget"):
             self._budget, self._count = self.chunk_budget(), self._token_count()
         budget = self._budget
-        parts = chunk_record(record, budget, min(self.chunk_overlap_tokens, budget // 4), self._count)
+        overlap = min(self.chunk_overlap_tokens, budget // 4)
+        parts = chunk_record(record, budget, overlap, self._count, align_sentences=True)
         if len(parts) == 1 and parts[0][0].start == 0 and parts[0][0].end == len(record.text):
-            return [(record, None)]
+            return [(record, None)]  # it fits: one prompt, whatever its sentences
+        if self.sentence_chunks:
+            parts = chunk_record(record, budget, overlap, self._count, one_sentence=True)
         self.stats.chunked_records += 1
         return [(sub, chunk) for chunk, sub in parts]
 
@@ -200,10 +204,13 @@ class InContextExtractor:
     def extract_batch(self, batch: Sequence[Record]) -> list[Record]:
         work: list[tuple[int, Record, Any, list[Prompt]]] = []
         for i, record in enumerate(batch):
-            for unit, chunk in self._units(record):
-                demos = self.demonstrations(record) if self.demonstrations else ()
+            for unit, chunk in self._units(record):  # a chunk gets demonstrations of its own text
+                demos = self.demonstrations(unit) if self.demonstrations else ()
                 work.append((i, unit, chunk, self.builder.build(unit, demos)))
         prompts = [p for *_, ps in work for p in ps]
+        work_of: dict[int, list[tuple[int, Record, Any, list[Prompt]]]] = {}
+        for w in work:
+            work_of.setdefault(w[0], []).append(w)
         adapters = None
         if self.router is not None:  # one adapter per record, all in one engine call (a mixed batch)
             route_many = getattr(self.router, "route", None)
@@ -268,6 +275,8 @@ class InContextExtractor:
                                           for k in ("exact", "fuzzy", "not_found")}
                 pred.meta["chunks"] = len(parts)
             pred.meta["template"] = self.builder.version
+            if parts[0][0] is not None and self.demonstrations is not None:  # what each chunk was shown
+                pred.meta["demo_ids"] = list(dict.fromkeys(d for _, _, _, ps in work_of[i] for p in ps for d in p.demo_ids))
             c = coverage[i]
             pred.meta["cut_at_max_tokens"] = c["cut_at_max_tokens"]  # answers that hit max_tokens (salvaged)
             pred.meta["coverage"] = record_coverage(record, [ch for ch, _ in parts], c,
