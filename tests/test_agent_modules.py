@@ -211,7 +211,9 @@ def test_long_texts_are_chunked_and_merged_at_global_offsets():
     [pred] = extractor.extract_batch([Record("long", text)])
     assert pred.entities == [Entity(0, 4, "person", "Anna"), Entity(13, 17, "location", "Lima"),
                              Entity(25, 30, "person", "Boris"), Entity(38, 43, "organization", "Nokia")]
-    assert pred.meta["chunks"] == 2 and pred.meta["lm_calls"] == 2 and extractor.stats.chunked_records == 1
+    # whole sentences first: "Anna visited Lima ." alone, then the 7-word sentence cut at 6 words
+    assert pred.meta["chunks"] == 3 and pred.meta["lm_calls"] == 3 and extractor.stats.chunked_records == 1
+    assert pred.meta["coverage"]["chars_not_seen"] == 0 and pred.meta["coverage"]["chunks"] == 3
 
 
 def test_describe_changes_with_the_compiled_state():

@@ -857,7 +857,8 @@ class RetrieveAllExtractor:
                                       constrained=self.constrained, show_progress=False, router=self._routes)
 
     def _demonstrations(self, record: Record) -> list[Record]:
-        return self.examples.demonstrations_of(self._selections[record.id])
+        """The record's selection (a chunk of a long record: its parent's)."""
+        return self.examples.demonstrations_of(self._selections[record.meta.get("parent_id", record.id)])
 
     def decide(self, batch: Sequence[Record]) -> list[RouteDecision]:
         """Each record's adapter and the language whose pool gives its demonstrations."""
