@@ -208,3 +208,12 @@ def adapter_content_hash(path: str | Path) -> str:
                 digest.update(chunk)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def adapter_hash_or_path(path: str | Path) -> str:
+    """:func:`adapter_content_hash`, or the path where it cannot be read: for records and fingerprints
+    taken before an engine loads the adapter (a missing one fails there, with its own message)."""
+    try:
+        return adapter_content_hash(path)
+    except (EngineError, OSError):
+        return str(path)

@@ -264,13 +264,14 @@ class ExperimentConfig:
         Editing a template or a dataset's label descriptions makes finished cells stale, so they
         run again, in the same folder.
         """
+        from openie.engines.base import adapter_hash_or_path
         from prompts.registry import default_registry
 
         reg = _registered(self.method.name)
         payload = {"config": self.config_hash(),
                    "template": default_registry().get(self.method.template).version if reg.uses_template else None,
                    "schema": self.load_schema().to_dict(),
-                   "adapters": {n: _adapter_hash(p) for n, p in sorted(self.engine.adapters.items())}}
+                   "adapters": {n: adapter_hash_or_path(p) for n, p in sorted(self.engine.adapters.items())}}
         payload.update(reg.fingerprint_payload(cell_options(self)))  # its version after v1, what its options name
         if self.demonstrations.k and (self.demonstrations.path or self.demonstrations.rerank):
             from openie.methods.demonstrations import spec_fingerprints
@@ -319,15 +320,6 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_nulls(v) for k, v in value.items() if v is not None and v != {}}
     return value
-
-
-def _adapter_hash(path: str) -> str:
-    from openie.engines.base import adapter_content_hash
-
-    try:
-        return adapter_content_hash(path)
-    except Exception:  # noqa: BLE001 - a missing adapter fails when the engine starts, with its own message
-        return str(path)
 
 
 def _inline_schema(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -437,8 +429,7 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
     try:
         reg.parse_options(m.options, "method.options", cell_setup(cfg))
     except MethodError as err:
-        raise ctx.error(tuple(err.key.replace(".[", "[").replace("[", ".[").split(".")) if err.key
-                        else ("method", "options"), err.reason) from None
+        raise ctx.error(tuple(err.key.split(".")) if err.key else ("method", "options"), err.reason) from None
     if reg.demonstration_options is not None and cfg.demonstrations.k:
         pool, k = reg.demonstration_options
         raise ctx.error(("demonstrations", "k"), f"method {m.name} picks its own demonstrations (method options "

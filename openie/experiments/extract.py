@@ -43,7 +43,7 @@ from typing import IO, Any
 from tqdm.auto import tqdm
 
 from openie.engines import close_engine
-from openie.engines.base import Engine, adapter_content_hash
+from openie.engines.base import Engine, adapter_content_hash, adapter_hash_or_path
 from openie.engines.hardware import announce, dtype_name, resolve_dtype
 from openie.errors import SchemaError
 from openie.experiments.job import (  # noqa: F401  (re-exported: the job's parts, shared with Ray and grid cells)
@@ -61,6 +61,7 @@ from openie.experiments.job import (  # noqa: F401  (re-exported: the job's part
 )
 from openie.methods.demonstrations import DemonstrationSpec, demonstration_selector, spec_fingerprints
 from openie.methods.icl import Demonstrations
+from openie.methods.icl.pipeline import COVERAGE_LOSSES
 from openie.methods.registry import EngineRequest, MethodContext, MethodError, MethodSetup, get_method
 from openie.metrics import entity_scores, relation_scores
 from openie.predictions import (
@@ -358,17 +359,6 @@ def _verify_done(output: Path, source: RecordSource, scan: InputScan, tally: _Ta
     return done
 
 
-def _adapter_hash(path: str, tolerant: bool) -> str:
-    """An adapter's content hash; with an injected engine (which loaded its adapters itself) a folder
-    this process cannot read is recorded by its path."""
-    try:
-        return adapter_content_hash(path)
-    except Exception:
-        if not tolerant:
-            raise
-        return str(path)
-
-
 class CoverageError(ExtractError):
     """``strict_coverage``: a prediction lost part of its input or its answer (the message says which)."""
 
@@ -380,8 +370,7 @@ def _check_coverage(preds: Sequence[Record]) -> None:
             raise CoverageError(f"record {p.id!r}: the method reports no coverage, so a loss cannot be ruled out "
                                 "(strict coverage); its prediction is written")
         if not coverage.get("complete", True):
-            losses = {k: v for k, v in coverage.items() if k in ("chars_not_seen", "cut_at_max_tokens", "not_grounded",
-                                                                 "labels_not_asked") and v}
+            losses = {k: v for k, v in coverage.items() if k in COVERAGE_LOSSES and v}
             raise CoverageError(f"record {p.id!r}: coverage lost ({', '.join(f'{k} {v}' for k, v in losses.items())}) "
                                 "(strict coverage); its prediction is written, the run stops here")
 
@@ -588,7 +577,9 @@ def extract_file(
         announce(choice)
         dtype = choice.dtype
         engine_options["dtype"] = dtype  # every engine of the run (Ray workers, a method's other engines) gets the same
-    adapter_hashes = {name: _adapter_hash(path, tolerant=engine is not None) for name, path in adapters.items()}
+    # an injected engine loaded its adapters itself: a folder this process cannot read is recorded by its path
+    hash_of = adapter_hash_or_path if engine is not None else adapter_content_hash
+    adapter_hashes = {name: hash_of(path) for name, path in adapters.items()}
     if adapter is not None and adapter not in adapter_hashes and engine is not None:
         adapter_hashes[adapter] = engine.adapter_fingerprint(adapter)
     described = getattr(registered_extractor, "describe", None)  # what the built model is (its weights)

@@ -20,7 +20,6 @@ from typing import Any
 
 from openie.engines.base import Engine
 from openie.experiments.extract import ExtractSummary, extract_file, io_path
-from openie.experiments.run import close_engine
 
 DEFAULT_DATA = "conll2003_sample"
 PAGE_NAME = "report.html"
@@ -67,7 +66,7 @@ def run_quickstart(out: str | Path = "openie-quickstart", *, model: str = "gemma
     ``engine`` injects a built engine (tests); otherwise one is created from ``backend``, ``model``
     and ``engine_options`` (``dtype`` among them, default ``auto``), cached in ``out/cache.sqlite``.
     """
-    from openie.engines import create_engine
+    from openie.engines import close_engine, create_engine
     from openie.engines.hardware import announce, hardware_summary, resolve_dtype
     from openie.models import resolve_model
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from openie.datasets import load_records
 from openie.engines import close_engine
 from openie.engines.base import Engine
 from openie.engines.hardware import hardware_summary
@@ -30,7 +31,6 @@ from openie.experiments.config import EngineConfig, ExperimentConfig, cell_optio
 from openie.experiments.extract import extract_file, sidecar_path
 from openie.experiments.grid import Cell, load_config
 from openie.experiments.job import RecordSource
-from openie.methods.demonstrations import demonstration_selector as selector_from_spec
 from openie.methods.registry import EngineRequest, get_method
 from openie.predictions import read_predictions
 from openie.records import Record
@@ -42,20 +42,13 @@ EXPERIMENT_FILE = "experiment.yaml"
 
 
 # ---------------------------------------------------------------------------------------------
-# data and demonstrations
+# data
 # ---------------------------------------------------------------------------------------------
-
-
-def load_records(source: str, data_root: str | None = None) -> list[Record]:
-    """``NAME:SPLIT`` of a registered dataset, or a records file (:func:`openie.datasets.load_records`)."""
-    from openie.datasets import load_records as load
-
-    return load(source, data_root=data_root)
 
 
 def evaluation_records(cfg: ExperimentConfig) -> list[Record]:
     """The records a cell predicts: the split, then a seeded sample (kept in corpus order), then ``limit``."""
-    records = load_records(f"{cfg.dataset}:{cfg.split}", cfg.data_root)
+    records = load_records(f"{cfg.dataset}:{cfg.split}", data_root=cfg.data_root)
     if cfg.sample is not None and cfg.sample < len(records):
         keep = sorted(random.Random(cfg.sample_seed).sample(range(len(records)), cfg.sample))
         records = [records[i] for i in keep]
@@ -63,15 +56,6 @@ def evaluation_records(cfg: ExperimentConfig) -> list[Record]:
         records = records[:cfg.limit]
     return records
 
-
-
-
-def demonstration_selector(cfg: ExperimentConfig) -> Callable[[Record], Sequence[Record]] | None:
-    """Random draws or a retriever (indexed once per process and pool, shared by the cells that use it)."""
-    d = cfg.demonstrations
-    if d.strategy == "none" or d.k == 0:
-        return None
-    return selector_from_spec(d.spec(cfg.task, cfg.data_root))
 
 
 # ---------------------------------------------------------------------------------------------

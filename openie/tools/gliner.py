@@ -250,8 +250,10 @@ class GLiNERTool:
             cov = self.last_coverage[i]
             cov["chunks"] += 1
             cov["prompts"] += 1
-            too_long = len(word_spans(c.text)) > max_len or (limit is not None and self.subwords(c.text) + extra > limit)
-            if too_long:  # the encoder truncates this window (one unit beyond every budget): counted as unseen
+            words = len(word_spans(c.text))
+            # the windows fit both limits by construction, except one character alone beyond the budget
+            too_long = words > max_len or (words <= 1 and limit is not None and self.subwords(c.text) + extra > limit)
+            if too_long:  # the encoder truncates this window: counted as unseen
                 cov["chars_not_seen"] += sum(not ch.isspace() for ch in c.text)
         return windows
 

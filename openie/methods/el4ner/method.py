@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openie.engines.base import Engine, adapter_content_hash
+from openie.engines.base import Engine, adapter_hash_or_path
 from openie.methods.el4ner.pipeline import (
     OPTIONS,
     EL4NERConfig,
@@ -107,20 +107,13 @@ def _fingerprint(options: EL4NEROptions) -> dict[str, Any]:
     s = options.stages
     return {"el4ner_templates": [default_registry().get(t).version
                                  for t in (s.spans_template, s.type_template, s.verify_template)],
-            "member_adapters": {m.name: _hash(m.adapter_path) for m in options.members if m.adapter_path}}
-
-
-def _hash(path: str) -> str:
-    try:
-        return adapter_content_hash(path)
-    except Exception:  # noqa: BLE001 - a missing adapter fails when the engine starts, with its own message
-        return str(path)
+            "member_adapters": {m.name: adapter_hash_or_path(m.adapter_path) for m in options.members if m.adapter_path}}
 
 
 def _record(options: EL4NEROptions) -> dict[str, Any]:
     return {**OPTIONS, **options.raw, "templates": _fingerprint(options)["el4ner_templates"], "members": [
         {"name": m.name, "backend": m.backend, "model": m.model, "adapter": m.adapter,
-         "adapter_sha256": _hash(m.adapter_path) if m.adapter_path else None} for m in options.members]}
+         "adapter_sha256": adapter_hash_or_path(m.adapter_path) if m.adapter_path else None} for m in options.members]}
 
 
 def _paths(options: Mapping[str, Any], fn) -> dict[str, Any]:

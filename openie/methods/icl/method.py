@@ -6,21 +6,11 @@ Its options say how a long input and a large schema are split (``chunk_tokens``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from openie.engines.base import Engine, capabilities
-from openie.methods.icl.pipeline import DEFAULT_CHUNK_TOKENS, InContextExtractor
+from openie.methods.icl.pipeline import DEFAULT_CHUNK_TOKENS, InContextExtractor, token_counter
 from openie.methods.registry import MethodContext, MethodRegistration, register_method
 from prompts.builder import PromptBuilder
-
-
-def token_counter(engine: Engine | None) -> Callable[[str], int] | None:
-    """Exact prompt lengths from the engine's tokenizer, where it has one (else whitespace words)."""
-    tokenizer = capabilities(engine).tokenizer if engine is not None else None
-    if tokenizer is None or not hasattr(tokenizer, "encode"):
-        return None
-    return lambda text: len(tokenizer.encode(text))
 
 
 @dataclass(frozen=True)
@@ -54,4 +44,4 @@ REGISTRATION = register_method(MethodRegistration(
     "icl", _build, options=ICLOptions,
     description="in-context extraction: the template, the schema, k demonstrations, the input"), builtin=True)
 
-__all__ = ["REGISTRATION", "ICLOptions", "token_counter"]
+__all__ = ["REGISTRATION", "ICLOptions"]

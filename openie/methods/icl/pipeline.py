@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from openie.chunking import Chunk, chunk_record, merge_chunks
+from openie.chunking import Chunk, chunk_record, merge_chunks, text_units
 from openie.engines.base import Engine, GenerationRequest, capabilities
 from openie.records import Record
 from prompts.builder import Prompt, PromptBuilder
@@ -156,10 +156,7 @@ class InContextExtractor:
         return self.builder.task
 
     def _token_count(self) -> Callable[[str], int] | None:
-        tokenizer = capabilities(self.engine).tokenizer
-        if tokenizer is None or not hasattr(tokenizer, "encode"):
-            return None  # no tokenizer: words, or characters of scripts written without spaces
-        return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+        return token_counter(self.engine)  # None: words, or characters of scripts written without spaces
 
     def chunk_budget(self) -> int:
         """Tokens of input per prompt: ``chunk_tokens``, or less when the context window cannot hold
@@ -183,12 +180,11 @@ class InContextExtractor:
         if not hasattr(self, "_budget"):
             self._budget, self._count = self.chunk_budget(), self._token_count()
         budget = self._budget
-        overlap = min(self.chunk_overlap_tokens, budget // 4)
-        parts = chunk_record(record, budget, overlap, self._count, align_sentences=True)
-        if len(parts) == 1 and parts[0][0].start == 0 and parts[0][0].end == len(record.text):
+        cost = self._count or (lambda text: len(text_units(text)))
+        if cost(record.text) <= budget:
             return [(record, None)]  # it fits: one prompt, whatever its sentences
-        if self.sentence_chunks:
-            parts = chunk_record(record, budget, overlap, self._count, one_sentence=True)
+        parts = chunk_record(record, budget, min(self.chunk_overlap_tokens, budget // 4), self._count,
+                             align_sentences=True, one_sentence=self.sentence_chunks)
         self.stats.chunked_records += 1
         return [(sub, chunk) for chunk, sub in parts]
 
@@ -289,6 +285,14 @@ class InContextExtractor:
             self.stats.add(pred)
             out.append(pred)
         return out
+
+
+def token_counter(engine: Engine | None) -> Callable[[str], int] | None:
+    """Exact lengths from the engine's tokenizer (special tokens left out), where it has one."""
+    tokenizer = capabilities(engine).tokenizer if engine is not None else None
+    if tokenizer is None or not hasattr(tokenizer, "encode"):
+        return None
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
 def record_coverage(record: Record, chunks: Sequence[Chunk | None], counts: Mapping[str, int], not_grounded: int,
