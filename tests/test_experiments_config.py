@@ -212,3 +212,30 @@ def test_grid_cells_that_collapse_into_one_run_are_refused_naming_the_key(tmp_pa
     with pytest.raises(ConfigError, match=r"grid cells collapse into the same run \(demonstrations: ") as err:
         load_config(path)
     assert err.value.key == "grid.demonstrations" and err.value.line == 15
+
+
+def test_a_row_axis_sets_several_keys_together_crossed_with_the_other_axes(tmp_path):
+    path = write(tmp_path, BASE + textwrap.dedent("""\
+        grid:
+          dataset: [wnut16, conll2003]
+          row:
+            - {label: zero-json, method.template: ner.json.v1, demonstrations.k: 0}
+            - {label: four-ruie, method.template: ner.ruie.v1, demonstrations.k: 4, engine.model: other}
+        """))
+    cells = load_config(path)
+    assert len(cells) == 4 and [c.name.split("__")[:2] for c in cells[:2]] == [
+        ["dataset-wnut16", "row-zero-json"], ["dataset-wnut16", "row-four-ruie"]]
+    zero, four = cells[0].config, cells[1].config
+    assert zero.method.template == "ner.json.v1" and zero.demonstrations.k == 0 and zero.engine.model == "tiny"
+    assert four.method.template == "ner.ruie.v1" and four.demonstrations.k == 4 and four.engine.model == "other"
+    assert cells[1].values["row"]["label"] == "four-ruie"
+
+
+@pytest.mark.parametrize("rows, words", [
+    ("    - {method.template: ner.json.v1}\n", "expected a mapping with a 'label'"),
+    ("    - {label: a, method.template: ner.json.v1}\n    - {label: a, demonstrations.k: 0}\n", "used twice"),
+    ("    - {label: a, method.tempalte: ner.json.v1}\n", "unknown key 'tempalte'"),
+])
+def test_bad_rows_are_named(tmp_path, rows, words):
+    with pytest.raises(ConfigError, match=words):
+        load_config(write(tmp_path, BASE + "grid:\n  row:\n" + rows))

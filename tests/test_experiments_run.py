@@ -520,7 +520,7 @@ def test_every_built_in_method_has_a_parity_case():
     from openie.methods.registry import BUILTIN_METHODS
 
     covered = {case.split("-")[0] for case in PARITY}
-    covered |= {"gliner"}  # the tiny checkpoint, below
+    covered |= {"gliner", "spacy"}  # the tiny checkpoint and the tiny spaCy pipeline, below
     covered |= {"retrieveall"}  # a finished tiny run, tests/test_retrieveall.py
     assert set(BUILTIN_METHODS) <= covered, sorted(set(BUILTIN_METHODS) - covered)
 
@@ -543,6 +543,20 @@ def test_gliner_through_openie_extract_and_a_grid_cell_gives_the_same_prediction
     assert [p.to_dict()["entities"] for p in extracted] == [
         p.to_dict()["entities"] for p in read_predictions_list(outcome.path / "predictions.jsonl")]
     assert sum(len(p.entities) for p in extracted) > 0  # a threshold of 0 keeps the tiny model's spans
+
+
+def test_spacy_through_openie_extract_and_a_grid_cell_gives_the_same_predictions(tiny_spacy_path, tmp_path):
+    from openie.experiments.extract import extract_file
+
+    extract_file("conll2003_sample:train", tmp_path / "extract.jsonl", method="spacy",
+                 method_options={"model": str(tiny_spacy_path)}, limit=30, batch_size=8, show_progress=False)
+    config = write_config(tmp_path, "name: parity\ndataset: conll2003_sample\nsplit: train\nlimit: 30\n"
+                                    f"method: {{name: spacy, batch_size: 8, options: {{model: {tiny_spacy_path}}}}}\n")
+    [outcome] = run_experiment(config, tmp_path / "grid", show_progress=False, log=lambda m: None)
+    extracted = read_predictions_list(tmp_path / "extract.jsonl")
+    assert [p.to_dict()["entities"] for p in extracted] == [
+        p.to_dict()["entities"] for p in read_predictions_list(outcome.path / "predictions.jsonl")]
+    assert len(extracted) == 30 and all(p.meta["coverage"]["complete"] for p in extracted)
 
 
 def test_a_tiny_model_writes_the_same_prompts_and_predictions_through_the_cli_and_a_grid_cell(long_decoder, tmp_path):

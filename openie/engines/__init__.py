@@ -1,4 +1,4 @@
-"""Engines: one protocol over vLLM offline, a vLLM server and transformers + peft."""
+"""Engines: one protocol over vLLM offline, a vLLM server, transformers + peft and any OpenAI-compatible endpoint."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from openie.engines.base import (
 from openie.engines.cache import CachedEngine, CacheStats
 from openie.engines.scripted import ScriptedEngine
 
-BACKENDS = ("auto", "vllm", "vllm-server", "hf")
+BACKENDS = ("auto", "vllm", "vllm-server", "hf", "openai")
 DEFAULT_MODEL = "gemma-3-270m"
 
 
@@ -41,6 +41,10 @@ def _backend_class(backend: str) -> Any:
         from openie.engines.vllm_server import VLLMServerEngine
 
         return VLLMServerEngine
+    if backend == "openai":
+        from openie.engines.openai_endpoint import OpenAIEndpointEngine
+
+        return OpenAIEndpointEngine
     from openie.engines.hf import TransformersEngine
 
     return TransformersEngine
@@ -70,6 +74,13 @@ def check_engine_options(backend: str, options: Mapping[str, Any], flag: str = "
         raise EngineError(f"unknown engine backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if "dtype" in options:
         raise EngineError(f"{flag} dtype=...: set the dtype with --dtype (engine.dtype in a config)")
+    if backend == "openai" and "api_key" in options:
+        raise EngineError(f"{flag} api_key=...: never pass the key itself (run records would hold it); put it in an "
+                          "environment variable and pass api_key_env=NAME")
+    if backend == "openai" and "api_key_env" in options:
+        from openie.engines.openai_endpoint import check_api_key_env
+
+        check_api_key_env(options["api_key_env"])
     names, passes_on = engine_option_names(backend)
     unknown = [k for k in options if k not in names]
     if unknown and passes_on:
@@ -97,8 +108,11 @@ def create_engine(backend: str = "auto", model: str = DEFAULT_MODEL, adapters: d
                   cache: str | Path | None = None, **kwargs: Any) -> Engine:
     """Build an engine by name: ``auto`` picks vLLM when importable, else transformers.
 
-    ``model`` is an embedded default name (``gemma-3-270m``), an HF id or a local path;
-    ``cache`` wraps the engine in a persistent ``CachedEngine`` at that path.
+    ``model`` is an embedded default name (``gemma-3-270m``), an HF id or a local path; for
+    ``openai`` it is the endpoint's served model name (``base_url=`` and the other options of
+    :class:`~openie.engines.openai_endpoint.OpenAIEndpointEngine` in ``kwargs``, ``adapters``
+    mapping adapter names to served model names). ``cache`` wraps the engine in a persistent
+    ``CachedEngine`` at that path.
     """
     from openie.models import resolve_model
 
@@ -106,8 +120,13 @@ def create_engine(backend: str = "auto", model: str = DEFAULT_MODEL, adapters: d
         raise ValueError(f"unknown engine backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
         backend = "vllm" if vllm_available() else "hf"
-    path = resolve_model(model)
     engine: Engine
+    if backend == "openai":  # a served model name: nothing to resolve or convert here
+        from openie.engines.openai_endpoint import OpenAIEndpointEngine
+
+        engine = OpenAIEndpointEngine(model, adapters=adapters, **kwargs)
+        return CachedEngine(engine, cache) if cache is not None else engine
+    path = resolve_model(model)
     if backend == "vllm":
         from openie.engines.vllm_offline import VLLMEngine
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from openie.engines.base import Engine, Generation, GenerationRequest, Score, ScoreRequest, request_key
+from openie.engines.base import Engine, EngineError, Generation, GenerationRequest, Score, ScoreRequest, request_key
 
 
 @dataclass
@@ -67,6 +67,17 @@ class CachedEngine:
             self._db.executemany(f"INSERT OR REPLACE INTO results VALUES (?, '{kind}', ?)", items)
             self._db.execute("COMMIT")
 
+    def _keep_partial(self, kind: str, err: EngineError, keys: list[str]) -> None:
+        """A call that failed in part (``err.completed``: its answers in request order, ``None`` where
+        none came back, as :class:`~openie.engines.openai_endpoint.RequestsFailedError` carries them):
+        the answers that did come back are stored, so a re-run sends only what failed."""
+        completed = getattr(err, "completed", None)
+        if not isinstance(completed, list) or len(completed) != len(keys):
+            return
+        items = [(k, json.dumps(r.to_dict())) for k, r in zip(keys, completed, strict=True) if k and r is not None]
+        if items:
+            self._put(kind, items)
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if not self.enabled:
             return self.engine.generate(requests)
@@ -74,7 +85,11 @@ class CachedEngine:
         keys = [request_key(self.engine, "generate", r) if ok else "" for r, ok in zip(requests, cacheable, strict=True)]
         found = self._get([k for k in keys if k])
         todo = [i for i, k in enumerate(keys) if not k or k not in found]
-        fresh = self.engine.generate([requests[i] for i in todo]) if todo else []
+        try:
+            fresh = self.engine.generate([requests[i] for i in todo]) if todo else []
+        except EngineError as err:
+            self._keep_partial("generate", err, [keys[i] for i in todo])
+            raise
         out: list[Generation | None] = [None] * len(requests)
         for i, k in enumerate(keys):
             if k and k in found:
@@ -93,7 +108,11 @@ class CachedEngine:
         keys = [request_key(self.engine, "loglikelihood", r) for r in requests]
         found = self._get(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
-        fresh = self.engine.loglikelihood([requests[i] for i in todo]) if todo else []
+        try:
+            fresh = self.engine.loglikelihood([requests[i] for i in todo]) if todo else []
+        except EngineError as err:
+            self._keep_partial("loglikelihood", err, [keys[i] for i in todo])
+            raise
         self._put("loglikelihood", [(keys[i], json.dumps(s.to_dict())) for i, s in zip(todo, fresh, strict=True)])
         out: list[Score | None] = [None] * len(requests)
         for i, k in enumerate(keys):

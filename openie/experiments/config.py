@@ -457,6 +457,27 @@ def check_config(cfg: ExperimentConfig, ctx: ConfigContext) -> None:
     e = cfg.engine
     _choice(e.backend, BACKENDS, ("engine", "backend"), ctx, "engine backend")
     _choice(e.dtype, DTYPES, ("engine", "dtype"), ctx, "dtype")
+    if e.backend == "openai":  # an OpenAI-compatible endpoint: engine.model is its served model name
+        if "api_key" in e.options:
+            raise ctx.error(("engine", "options", "api_key"), "never put the key in a config (run records would hold "
+                                                              "it): set api_key_env to the NAME of an environment "
+                                                              "variable holding it")
+        if "api_key_env" in e.options:
+            from openie.engines.base import EngineError
+            from openie.engines.openai_endpoint import check_api_key_env
+
+            try:
+                check_api_key_env(e.options["api_key_env"])
+            except EngineError as err:
+                raise ctx.error(("engine", "options", "api_key_env"), str(err)) from None
+        if not isinstance(e.options.get("base_url"), str) or not e.options["base_url"]:
+            raise ctx.error(("engine", "options", "base_url"), "backend openai needs the endpoint's API root, e.g. "
+                                                               "base_url: http://127.0.0.1:8000/v1",
+                            ("engine", "options"))
+        if e.adapters or e.adapter is not None:
+            raise ctx.error(("engine", "adapters" if e.adapters else "adapter"),
+                            "an endpoint serves its adapters as model names: set engine.model to the adapter's "
+                            "served name")
     if e.adapter is not None and e.adapter not in e.adapters:
         raise ctx.error(("engine", "adapter"), f"adapter {e.adapter!r} is not one of engine.adapters "
                                                f"({', '.join(e.adapters) or 'none given'})")

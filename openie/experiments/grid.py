@@ -1,7 +1,9 @@
 """Grid expansion: dotted keys with lists of values -> the cartesian product of single-run configs.
 
 ``grid: {dataset: [crossner_ai, crossner_music], demonstrations.k: [0, 4]}`` makes four cells,
-times the ``seeds``. Every cell is built and validated before anything runs; an error in a cell
+times the ``seeds``. The axis ``row`` sets several keys together, one labelled mapping of dotted
+keys per row (``row: [{label: qwen-zero, engine.model: qwen..., demonstrations.k: 0}, ...]``): a
+comparison of systems whose settings differ in more than one key, crossed with the other axes. Every cell is built and validated before anything runs; an error in a cell
 points at the line of the grid value that made it. A cell is named after its grid values plus a
 short hash of its resolved config (``dataset-crossner_ai__k-4__1a2b3c4d``), so changing anything
 that changes outputs gives a new folder, and the same config always finds its old one.
@@ -53,11 +55,18 @@ def _absolutise(data: dict[str, Any], base: Path) -> dict[str, Any]:
             if not isinstance(key, str) or not isinstance(values, list):
                 continue
             for i, v in enumerate(values):
-                probe: dict[str, Any] = {}
-                _set_dotted(probe, key.split("."), v)
-                map_paths(probe, lambda p: absolute_path(p, base))
-                values[i] = _get_dotted(probe, key.split("."))
+                if key == ROW_KEY and isinstance(v, dict):
+                    values[i] = {sub: val if sub == "label" else _absolute_value(sub, val, base) for sub, val in v.items()}
+                else:
+                    values[i] = _absolute_value(key, v, base)
     return data
+
+
+def _absolute_value(key: str, value: Any, base: Path) -> Any:
+    probe: dict[str, Any] = {}
+    _set_dotted(probe, key.split("."), value)
+    map_paths(probe, lambda p: absolute_path(p, base))
+    return _get_dotted(probe, key.split("."))
 
 
 def _merged(base: Any, value: Any) -> Any:
@@ -130,6 +139,36 @@ def _check_grid_key(key: str, ctx: ConfigContext) -> list[str]:
     return parts
 
 
+ROW_KEY = "row"
+
+
+def _check_rows(rows: list[Any], ctx: ConfigContext) -> None:
+    """Each row: a mapping with a unique ``label`` and at least one dotted config key."""
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        path = ("grid", ROW_KEY, f"[{i}]")
+        if not isinstance(row, Mapping) or not isinstance(row.get("label"), str) or len(row) < 2:
+            raise ctx.error(("grid", ROW_KEY), f"row {i}: expected a mapping with a 'label' and dotted config keys, "
+                                               f"got {row!r}", path)
+        if row["label"] in seen:
+            raise ctx.error(("grid", ROW_KEY), f"row {i}: label {row['label']!r} is used twice", path)
+        seen.add(row["label"])
+        for key in row:
+            if key != "label":
+                if key == ROW_KEY:
+                    raise ctx.error(("grid", ROW_KEY), f"row {row['label']!r}: a row cannot set 'row'", path)
+                _check_grid_key(key, ctx)
+
+
+def _set_grid_value(d: dict[str, Any], key: str, value: Any) -> None:
+    if key == ROW_KEY:
+        for sub, v in value.items():
+            if sub != "label":
+                _set_dotted(d, sub.split("."), v)
+    else:
+        _set_dotted(d, key.split("."), value)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One run of a grid: its resolved config, its grid values and its folder name."""
@@ -177,14 +216,17 @@ def expand(data: Mapping[str, Any], file: Path | None = None, lines: Lines | Non
         raise ctx.error(("grid",), f"expected a mapping of dotted keys to lists of values, got {grid!r}")
     keys = list(grid)
     for key in keys:
-        _check_grid_key(key, ctx)
         if not isinstance(grid[key], list) or not grid[key]:
             raise ctx.error(("grid", key), f"grid values must be a non-empty list, got {grid[key]!r}")
+        if key == ROW_KEY:
+            _check_rows(grid[key], ctx)
+        else:
+            _check_grid_key(key, ctx)
 
     # the form of the keys outside the grid, checked once (the first cell's values fill the grid keys)
     first = copy.deepcopy(raw)
     for key in keys:
-        _set_dotted(first, key.split("."), grid[key][0])
+        _set_grid_value(first, key, grid[key][0])
     base_cfg = build(ExperimentConfig, first, (), ctx)
     base_cfg.source = file
     experiment = base_cfg.experiment_name
@@ -198,11 +240,13 @@ def expand(data: Mapping[str, Any], file: Path | None = None, lines: Lines | Non
             values: dict[str, Any] = {}
             overrides: Lines = {}
             for key, (i, value) in zip(keys, combo, strict=True):
-                _set_dotted(cell_data, key.split("."), value)
+                _set_grid_value(cell_data, key, value)
                 values[key] = value
                 line = (lines or {}).get(("grid", key, f"[{i}]"))
                 if line:
-                    overrides[tuple(key.split("."))] = line
+                    for set_key in (value if key == ROW_KEY else {key: value}):
+                        if set_key != "label":
+                            overrides[tuple(set_key.split("."))] = line
             if seed is not None:
                 cell_data["seeds"] = [seed]
                 if len(base_cfg.seeds) > 1:

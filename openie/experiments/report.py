@@ -2,6 +2,8 @@
 
 One row per cell: its grid values, strict precision / recall / F1, boundary F1, parse problems,
 records and extraction seconds, and the command that re-runs it from its saved ``config.yaml``.
+A reproducibility manifest (``manifest.json``: model checksums, package versions, template hashes,
+seeds, dtype, hardware) is written beside it.
 When the grid has two or more keys a pivot table (first key down, second key across) gives the
 comparison at a glance; the plots show each metric by the first grid key grouped by the others.
 """
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from openie.experiments.manifest import build_manifest, manifest_markdown
 
 METRICS = (("f1", "strict F1"), ("boundary_f1", "boundary F1"))
 COLUMNS = (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("boundary_f1", "boundary F1"),
@@ -280,6 +284,9 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Report:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Plots", ""]
     lines += [f"![{p.stem}]({os.path.relpath(p, out)})" for p in plots]
+    manifest = build_manifest(rows)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    lines += ["", *manifest_markdown(manifest)]
     md_path = out / "report.md"
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return Report(rows, keys, md_path, csv_path, plots)

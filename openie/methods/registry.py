@@ -36,7 +36,8 @@ ENTRY_POINT_GROUP = "openie.methods"
 # Built-in methods, by the module that registers each (imported on first lookup); their names are reserved.
 BUILTIN_MODULES = {"icl": "openie.methods.icl.method", "el4ner": "openie.methods.el4ner.method",
                    "dspy": "openie.agent.method", "retrieveall": "openie.methods.retrieveall.method",
-                   "gliner": "openie.methods.gliner.method", "baner": "openie.methods.baner.method"}
+                   "gliner": "openie.methods.gliner.method", "baner": "openie.methods.baner.method",
+                   "spacy": "openie.methods.spacy_ner.method"}
 BUILTIN_METHODS = tuple(BUILTIN_MODULES)
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from openie.engines.base import Engine, GenerationRequest
+from openie.engines.base import Engine, GenerationRequest, capabilities
 from openie.errors import OpenIEError
 from openie.methods.icl import ExtractionStats
 from openie.methods.icl.pipeline import record_coverage
@@ -318,6 +318,11 @@ class BANERExtractor:
         self.builder = PromptBuilder(template=self.template, schema=prompt_schema(self.schema, self.descriptions))
         if self.builder.format.name != "markers":
             raise BoundaryError(f"template {self.template!r} must use the markers format")
+        if self.constrained and not capabilities(self.engine).allowed_texts:
+            raise BoundaryError(f"method option constrained: BANER restricts decoding to the input's tokens "
+                                f"(allowed_texts), and the engine {getattr(self.engine, 'model_id', self.engine)!r} "
+                                "cannot (an OpenAI-compatible endpoint has no such request field): use the vllm, "
+                                "vllm-server or hf backend, or constrained=false")
 
     def requests(self, record: Record) -> tuple[list[Prompt], list[GenerationRequest]]:
         prompts = self.builder.build(record)

@@ -40,7 +40,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
-from openie.engines.base import Engine, Generation, GenerationRequest, Score, ScoreRequest
+from openie.engines.base import Engine, Generation, GenerationRequest, Score, ScoreRequest, capabilities
 from openie.errors import OpenIEError
 from openie.grounding import ground_all
 from openie.methods.icl import ExtractionStats, extract_in_batches
@@ -148,7 +148,9 @@ class EL4NERConfig:
     typing_score: str = "mean"          # sum | mean log-likelihood of " TYPE" (mean: long names not penalised)
     type_demos: int | None = 8          # typing examples at most (one per gold mention of the demonstrations;
                                         # the most relevant demonstrations' mentions are kept); None: all
-    verify_margin: float = 0.0          # keep when logp(" true") - logp(" false") >= margin
+    verify_margin: float = 0.0          # keep when logp(" true") - logp(" false") (- prior) >= margin
+    verify_calibration: str = "none"    # none | content_free: subtract the verifier's prior, its margin on the
+                                        # content-free query ("N/A" in "N/A", same type, same demonstrations)
     verify_demonstrations: bool = True  # show a true and a false judgement per demonstration
     pos_tagger: str = "auto"            # textblob | shape | auto (textblob when installed, else shape)
     pos_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_POS_WEIGHTS))
@@ -165,7 +167,8 @@ class EL4NERConfig:
     def __post_init__(self) -> None:
         choices = {"demonstrations": ("span", "sentence", "none"), "pool_spans": ("model", "gold"),
                    "typing": ("score", "generate"), "typing_score": ("sum", "mean"),
-                   "pos_tagger": ("auto", "textblob", "shape"), "span_weight": ("max", "mean")}
+                   "pos_tagger": ("auto", "textblob", "shape"), "span_weight": ("max", "mean"),
+                   "verify_calibration": ("none", "content_free")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise EL4NERError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -919,16 +922,25 @@ class Verdict:
     true: float
     false: float
     kept: bool
+    prior: float | None = None  # the content-free margin subtracted (verify_calibration=content_free)
 
     def to_meta(self) -> dict[str, Any]:
         e = self.typed.entity
-        return {"span": [e.start, e.end, e.text], "label": e.label, "true": round(self.true, 4),
-                "false": round(self.false, 4), "kept": self.kept}
+        out = {"span": [e.start, e.end, e.text], "label": e.label, "true": round(self.true, 4),
+               "false": round(self.false, 4), "kept": self.kept}
+        if self.prior is not None:
+            out["prior"] = round(self.prior, 4)
+        return out
 
 
 class LoglikelihoodVerifier:
     """Stage 4: one member judges each (span, type) in its sentence; kept when
     ``logp(" true") - logp(" false") >= verify_margin`` (summed over each answer's tokens).
+
+    A small model's answer carries a strong prior for one word whatever the span. With
+    ``verify_calibration=content_free`` that prior is measured per query and type, as contextual
+    calibration does (Zhao et al., 2021): the same prompt with "N/A" as sentence and span; the
+    span is kept when its margin exceeds the prior's by ``verify_margin``.
 
     With ``verify_demonstrations`` each demonstration contributes one gold (span, type) judged
     true and the same span with another type judged false, in a seeded order per query.
@@ -958,25 +970,36 @@ class LoglikelihoodVerifier:
         random.Random(f"{self.config.seed}:{record.id}").shuffle(blocks)
         return blocks
 
-    def prompt(self, record: Record, entity: Entity, blocks: Sequence[dict[str, str]]) -> str:
+    def prompt(self, record: Record, entity: Entity, blocks: Sequence[dict[str, str]], *,
+               content_free: bool = False) -> str:
+        text, span = ("N/A", "N/A") if content_free else (record.text, entity.text)
         return self.registry.render(self.config.verify_template, instruction=None, demos=list(blocks),
-                                    query={"input": record.text, "span": entity.text, "type": entity.label,
+                                    query={"input": text, "span": span, "type": entity.label,
                                            "description": self.schema.description(entity.label)})
 
     def run(self, records: Sequence[Record], demos: Sequence[Sequence[Record]], typed: Sequence[Sequence[TypedSpan]],
             verifier: Member) -> list[list[Verdict]]:
         version = self.version
-        units = []
+        calibrate = self.config.verify_calibration == "content_free"
+        units: list[tuple[TypedSpan, str, str | None]] = []
         for r, d, ts in zip(records, demos, typed, strict=True):
             blocks = self.demo_blocks(r, d)
-            units += [(t, self.prompt(r, t.entity, blocks)) for t in ts]
+            units += [(t, self.prompt(r, t.entity, blocks),
+                       self.prompt(r, t.entity, blocks, content_free=True) if calibrate else None) for t in ts]
+        prior_prompts = list(dict.fromkeys(p for _, _, p in units if p is not None))  # one per query and type
+        prompts = [prompt for _, prompt, _ in units] + prior_prompts
         items = [(verifier, ScoreRequest(prompt, answer, verifier.adapter, version))
-                 for _, prompt in units for answer in (TRUE, FALSE)]
+                 for prompt in prompts for answer in (TRUE, FALSE)]
         scores = score(items, self.stats)
-        verdicts = iter(Verdict(t, scores[2 * j].logprob, scores[2 * j + 1].logprob,
-                                scores[2 * j].logprob - scores[2 * j + 1].logprob >= self.config.verify_margin)
-                        for j, (t, _) in enumerate(units))
-        return [[next(verdicts) for _ in ts] for ts in typed]
+        margins = [scores[2 * j].logprob - scores[2 * j + 1].logprob for j in range(len(prompts))]
+        prior_of = dict(zip(prior_prompts, margins[len(units):], strict=True))
+        verdicts = []
+        for j, (t, _, prior_prompt) in enumerate(units):
+            prior = prior_of[prior_prompt] if prior_prompt is not None else None
+            verdicts.append(Verdict(t, scores[2 * j].logprob, scores[2 * j + 1].logprob,
+                                    margins[j] - (prior or 0.0) >= self.config.verify_margin, prior))
+        it = iter(verdicts)
+        return [[next(it) for _ in ts] for ts in typed]
 
 
 # =============================================================================================
@@ -1016,6 +1039,7 @@ class EL4NERExtractor:
         for option in ("single_member", "verifier"):
             if not 0 <= getattr(c, option) < len(self.members):
                 raise EL4NERError(f"{option}={getattr(c, option)} is not a member index (0..{len(self.members) - 1})")
+        self._check_capabilities()
         self.registry = self.registry or default_registry()
         self.proposer = SpanProposer(self.schema, self.registry, c.spans_template, c.max_tokens, c.constrained)
         self.extraction = UnionExtraction(self.proposer, self.stats)
@@ -1032,6 +1056,37 @@ class EL4NERExtractor:
             self.selector = SpanSimDemonstrations(self.pool, c.members_for(c.union, self.members), self.proposer,
                                                   self.encoder, self.pos_tagger, c, self.span_cache, self.stats,
                                                   self.show_progress)
+
+    def _check_capabilities(self) -> None:
+        """Refuse up front a member whose engine cannot serve its stages (declared capabilities):
+        typing reads log-likelihoods (every vote under typing=score, ties under typing=generate),
+        verification scores " true" against " false", constrained typing restricts the answer to the
+        type names, constrained span answers are decoded under a JSON schema."""
+        c = self.config
+
+        def refuse(option: str, member: Member, what: str, fix: str) -> None:
+            raise EL4NERError(f"{option}: {what}, and member {member.name!r}'s engine "
+                              f"({getattr(member.engine, 'model_id', member.engine)!r}) cannot; {fix}")
+
+        if c.verify:
+            verifier = self.members[c.verifier]
+            if not capabilities(verifier.engine).loglikelihood:
+                refuse("verify", verifier, "EL4NER verifies each span by log-likelihood", "use an engine that scores "
+                       "continuations (an OpenAI-compatible endpoint only where it returns prompt log-probabilities), "
+                       "another verifier, or verify=false")
+        for m in c.members_for(c.vote, self.members):
+            caps = capabilities(m.engine)
+            if not caps.loglikelihood:
+                refuse("typing", m, f"EL4NER types spans by log-likelihood ({'every vote' if c.typing == 'score' else 'ties'} "
+                       f"under typing={c.typing})", "use an engine that scores continuations, or vote=false with a "
+                       "single_member that does")
+            if c.typing == "generate" and c.constrained and not caps.allowed_texts:
+                refuse("constrained", m, "typing=generate restricts each answer to the type names (allowed_texts)",
+                       "use the vllm, vllm-server or hf backend, typing=score, or constrained=false")
+        for m in c.members_for(c.union, self.members):
+            if c.constrained and not capabilities(m.engine).structured_outputs:
+                refuse("constrained", m, "span answers are decoded under a JSON schema (structured outputs)",
+                       "use an engine with structured outputs, or constrained=false")
 
     @classmethod
     def from_options(cls, members: Sequence[Member], schema: Schema, options: Mapping[str, Any], *,
@@ -1114,6 +1169,7 @@ class EL4NERExtractor:
                 "union": [[e.start, e.end, e.text] for e in f.union],
                 "typing": [t.to_meta() for t in ts],
                 "verification": ({"member": self.members[c.verifier].name, "margin": c.verify_margin,
+                                  "calibration": c.verify_calibration,
                                   "judgements": [v.to_meta() for v in vs]} if c.verify else None),
             }
             self.stats.add(pred)

@@ -1,7 +1,8 @@
 """Method ``icl``: in-context extraction with the run's template, engine and demonstrations.
 
 Its options say how a long input and a large schema are split (``chunk_tokens``, ``chunk_overlap``,
-``max_labels``) and whether an answer cut at ``max_tokens`` is asked again (``retry_cut``).
+``max_labels``), whether an answer cut at ``max_tokens`` is asked again (``retry_cut``) and whether
+prompts go through the model's chat template (``chat``, for instruct models).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class ICLOptions:
     max_labels: int = 20  # a NER schema with more entity types is split across prompts (answers merged)
     retry_cut: bool = False  # ask an answer cut at max_tokens again, once, with twice the budget
     sentence_chunks: bool = True  # a record longer than chunk_tokens: one sentence per prompt (False: packed)
+    chat: bool = False  # send each prompt as one user turn through the model's chat template (instruct models)
 
     def __post_init__(self) -> None:
         if self.chunk_tokens < 16 or self.chunk_overlap < 0:
@@ -32,7 +34,7 @@ class ICLOptions:
 def _build(context: MethodContext, options: ICLOptions) -> InContextExtractor:
     counter = token_counter(context.engine) if context.max_prompt_tokens else None
     builder = PromptBuilder(context.template, context.schema, max_prompt_tokens=context.max_prompt_tokens,
-                            count_tokens=counter, max_labels=options.max_labels)
+                            count_tokens=counter, max_labels=options.max_labels, chat=options.chat)
     return InContextExtractor(context.engine, builder, demonstrations=context.demonstrations,  # type: ignore[arg-type]
                               adapter=context.adapter, max_tokens=context.max_tokens, batch_size=context.batch_size,
                               constrained=context.constrained, show_progress=False, save_io=context.save_io,
