@@ -193,8 +193,8 @@ def build_tiny_bert(path: str | Path, *, hidden_size: int = 32, num_layers: int 
     return path
 
 
-__all__ = ["CHATML_TEMPLATE", "EOS_TOKEN", "TOY_SCHEMA", "build_tiny_bert", "build_tiny_decoder", "build_tiny_tokenizer",
-           "tiny_corpus", "toy_pool", "toy_preference"]
+__all__ = ["CHATML_TEMPLATE", "EOS_TOKEN", "TOY_SCHEMA", "build_random_lora", "build_tiny_bert", "build_tiny_decoder",
+           "build_tiny_tokenizer", "reference_greedy", "reference_logprob", "tiny_corpus", "toy_pool", "toy_preference"]
 
 
 def build_random_lora(base: str | Path, path: str | Path, seed: int = 0, *, rank: int = 8, scale: float = 1.0,
@@ -219,6 +219,34 @@ def build_random_lora(base: str | Path, path: str | Path, seed: int = 0, *, rank
                     p.mul_(scale)
     peft.save_pretrained(path)
     return Path(path)
+
+
+def reference_greedy(model, tokenizer, ids: list[int], max_new: int) -> str:
+    """transformers' greedy continuation of token ``ids``: what every engine's greedy text is checked against.
+
+    A random model's byte-level tokens can end inside a UTF-8 sequence: vLLM's detokenizer holds such
+    trailing bytes back, transformers decodes them as U+FFFD, so that character is stripped.
+    """
+    import torch
+
+    eos = tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=max_new, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    new = out[0, len(ids):].tolist()
+    if eos in new:
+        new = new[:new.index(eos)]
+    return tokenizer.decode(new, skip_special_tokens=True).rstrip("\ufffd")
+
+
+def reference_logprob(model, ctx: list[int], cont: list[int]) -> float:
+    """Summed log-probability of token ids ``cont`` after ``ctx`` from a transformers model, in float64."""
+    import torch
+
+    with torch.inference_mode():
+        logits = model(torch.tensor([ctx + cont])).logits[0].double()
+    lp = torch.log_softmax(logits, dim=-1)
+    return float(sum(lp[len(ctx) + k - 1, tok] for k, tok in enumerate(cont)))
 
 
 # --------------------------------------------------------------------------- a toy labelled pool

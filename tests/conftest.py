@@ -115,3 +115,12 @@ def corpus_slices(shared_data):
         return records
 
     return slices
+
+
+@pytest.fixture(scope="session")
+def hf_model(tiny_decoder_path):
+    """The tiny decoder in transformers, float32: the reference engines' greedy texts and scores are checked against."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_decoder_path, dtype=torch.float32).eval()

@@ -107,23 +107,11 @@ def qwen_folder():
 
 @pytest.fixture(scope="module")
 def qwen_random_lora(qwen_folder, tmp_path_factory):
-    """A LoRA adapter with random (non-zero) B matrices: its outputs differ from the base model's."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    """A LoRA adapter with random (non-zero) A and B, small enough to keep the model fluent."""
+    from openie.testing import build_random_lora
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(qwen_folder, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(0.05)  # small enough to keep the model fluent, large enough to change answers
     path = tmp_path_factory.mktemp("qwen-lora") / "random"
-    peft_model.save_pretrained(path)
-    del peft_model, model
-    return str(path)
+    return str(build_random_lora(qwen_folder, path, scale=0.2236, target_modules=("q_proj", "v_proj")))
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from openie.engines.base import Engine, EngineError, GenerationRequest, ScoreReq
 from openie.engines.cache import CachedEngine
 from openie.engines.openai_endpoint import OpenAIEndpointEngine, RequestsFailedError
 from openie.records import Record, read_jsonl, write_jsonl
-from openie.testing import build_random_lora
+from openie.testing import build_random_lora, reference_greedy, reference_logprob
 
 PROMPTS = ["Marie Curie was born in", "The capital of France is", "Alice Johnson works for",
            "An event has a trigger", "Researchers compare methods on", "The quick brown fox"]
@@ -458,38 +458,6 @@ def endpoint(server, tiny_decoder_path):
     eng.close()
 
 
-@pytest.fixture(scope="module")
-def hf_model(tiny_decoder_path):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_decoder_path, dtype=torch.float32).eval()
-
-
-def _hf_greedy(model, tokenizer, ids: list[int], max_new: int) -> str:
-    import torch
-
-    eos = tokenizer.eos_token_id
-    with torch.inference_mode():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=max_new, do_sample=False, eos_token_id=eos, pad_token_id=eos)
-    new = out[0, len(ids):].tolist()
-    if eos in new:
-        new = new[:new.index(eos)]
-    # a random model's byte-level tokens can end inside a UTF-8 sequence: vLLM's detokenizer holds such
-    # trailing bytes back, transformers decodes them as U+FFFD
-    return tokenizer.decode(new, skip_special_tokens=True).rstrip("\ufffd")
-
-
-def _hf_logprob(model, ctx: list[int], cont: list[int]) -> float:
-    import torch
-
-    with torch.inference_mode():
-        logits = model(torch.tensor([ctx + cont])).logits[0].double()
-    lp = torch.log_softmax(logits, dim=-1)
-    return float(sum(lp[len(ctx) + k - 1, tok] for k, tok in enumerate(cont)))
-
-
 def test_completions_and_chat_match_transformers_greedy(endpoint, hf_model):
     from openie.engines.tokenization import prompt_ids, render_prompt
 
@@ -504,7 +472,7 @@ def test_completions_and_chat_match_transformers_greedy(endpoint, hf_model):
     for request, generation in zip([*requests, chat], out, strict=True):
         ids = prompt_ids(endpoint.tokenizer, render_prompt(endpoint.tokenizer, request))
         assert generation.prompt_tokens == len(ids)  # the server read exactly the local ids
-        assert generation.text == _hf_greedy(hf_model, endpoint.tokenizer, ids, 12)
+        assert generation.text == reference_greedy(hf_model, endpoint.tokenizer, ids, 12)
         assert generation.finish_reason in ("stop", "length") and 1 <= generation.completion_tokens <= 12
     stopped = endpoint.generate([GenerationRequest(prompt=PROMPTS[1], max_tokens=24, stop=(out[1].text[1:3],))])[0]
     assert stopped.finish_reason == "stop" and stopped.text == out[1].text[:out[1].text.index(out[1].text[1:3])]
@@ -539,7 +507,7 @@ def test_loglikelihood_from_echoed_prompt_logprobs(endpoint, server, hf_model, t
     for (context, continuation), score in zip([*PAIRS, ("", "Berlin is big")], scores, strict=True):
         ctx, cont = split_pair_ids(endpoint.tokenizer, context, continuation)
         assert score.n_tokens == len(cont)
-        assert score.logprob == pytest.approx(_hf_logprob(hf_model, ctx, cont), abs=1e-3)
+        assert score.logprob == pytest.approx(reference_logprob(hf_model, ctx, cont), abs=1e-3)
     # without a tokenizer: text prompts, continuation tokens found by their character offsets
     plain = OpenAIEndpointEngine("tiny", base_url=f"{server.url}/v1", show_progress=False)
     assert plain.capabilities.loglikelihood and plain.capabilities.tokenizer is None
@@ -566,7 +534,7 @@ def test_adapters_are_model_names(endpoint, lora_path, tiny_decoder_path):
                                            lora_path).eval()
     for request, generation in zip(requests[1::2], out[1::2], strict=True):
         ids = prompt_ids(endpoint.tokenizer, request.prompt)
-        assert generation.text == _hf_greedy(peft_model, endpoint.tokenizer, ids, 10)
+        assert generation.text == reference_greedy(peft_model, endpoint.tokenizer, ids, 10)
     with pytest.raises(EngineError, match="request 0: unknown adapter 'other'"):
         endpoint.generate([GenerationRequest(prompt="x", adapter="other")])
 

@@ -21,7 +21,7 @@ import pytest
 from openie.engines import vllm_available
 from openie.engines.base import Engine, EngineError, GenerationRequest, ScoreRequest, UnsupportedRequestError
 from openie.engines.tokenization import prompt_ids, render_prompt, split_pair_ids
-from openie.testing import build_random_lora
+from openie.testing import build_random_lora, reference_greedy, reference_logprob
 
 PROMPTS = ["Marie Curie was born in", "The capital of France is", "Alice Johnson works for",
            "An event has a trigger", "Researchers compare methods on", "The quick brown fox",
@@ -61,37 +61,6 @@ def engine(tiny_decoder_path):
     eng.close()
 
 
-@pytest.fixture(scope="module")
-def hf_model(tiny_decoder_path):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_decoder_path, dtype=torch.float32).eval()
-
-
-def _hf_greedy(model, tokenizer, ids: list[int], max_new: int) -> str:
-    import torch
-
-    eos = tokenizer.eos_token_id
-    with torch.inference_mode():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=max_new, do_sample=False, eos_token_id=eos, pad_token_id=eos)
-    new = out[0, len(ids):].tolist()
-    if eos in new:
-        new = new[:new.index(eos)]
-    return tokenizer.decode(new, skip_special_tokens=True)
-
-
-def _hf_logprob(model, ctx: list[int], cont: list[int]) -> float:
-    import torch
-
-    ids = torch.tensor([ctx + cont])
-    with torch.inference_mode():
-        logits = model(ids).logits[0].double()
-    lp = torch.log_softmax(logits, dim=-1)
-    return float(sum(lp[len(ctx) + k - 1, tok] for k, tok in enumerate(cont)))
-
-
 # ---------------------------------------------------------------------------------- generation
 
 
@@ -105,7 +74,7 @@ def test_greedy_base_matches_transformers(engine, hf_model):
     for request, generation in zip([*requests, chat], out, strict=True):
         ids = prompt_ids(engine.tokenizer, render_prompt(engine.tokenizer, request))
         assert generation.prompt_tokens == len(ids)  # the server saw exactly our ids
-        assert generation.text == _hf_greedy(hf_model, engine.tokenizer, ids, 12)
+        assert generation.text == reference_greedy(hf_model, engine.tokenizer, ids, 12)
         assert generation.finish_reason in ("stop", "length")
         assert 1 <= generation.completion_tokens <= 12
     assert any(g.text for g in out)
@@ -234,7 +203,7 @@ def test_loglikelihood_matches_transformers(engine, hf_model):
         ctx, cont = split_pair_ids(engine.tokenizer, context, continuation)
         ctx = ctx or [engine.tokenizer.bos_token_id]
         assert score.n_tokens == len(cont)
-        assert score.logprob == pytest.approx(_hf_logprob(hf_model, ctx, cont), abs=1e-3)
+        assert score.logprob == pytest.approx(reference_logprob(hf_model, ctx, cont), abs=1e-3)
         assert score.mean_logprob == pytest.approx(score.logprob / len(cont))
 
 
@@ -254,7 +223,7 @@ def test_adapter_loglikelihood_matches_peft(engine, adapter_paths, tiny_decoder_
     for (context, continuation), score, plain in zip(PAIRS, scores, base, strict=True):
         ctx, cont = split_pair_ids(engine.tokenizer, context, continuation)
         ctx = ctx or [engine.tokenizer.bos_token_id]
-        assert score.logprob == pytest.approx(_hf_logprob(peft_model, ctx, cont), abs=1e-3)
+        assert score.logprob == pytest.approx(reference_logprob(peft_model, ctx, cont), abs=1e-3)
         assert abs(score.logprob - plain.logprob) > 1e-3
 
 

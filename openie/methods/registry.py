@@ -241,6 +241,23 @@ class MethodRegistration:
         return self.paths(options, fn) if self.paths is not None else dict(options)
 
 
+LOCAL_PATH_PREFIXES = ("./", "../", "/", "~")
+
+
+def is_local_path(value: Any) -> bool:
+    """A string written as a local path (``./x``, ``../x``, ``/x``, ``~/x``), not a package or hub name."""
+    return isinstance(value, str) and value.startswith(LOCAL_PATH_PREFIXES)
+
+
+def path_options(*names: str) -> Callable[[Mapping[str, Any], Callable[[str], str]], dict[str, Any]]:
+    """A registration's ``paths``: the options ``names`` are mapped where they are written as local paths."""
+
+    def paths(options: Mapping[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
+        return {k: fn(v) if k in names and is_local_path(v) else v for k, v in options.items()}
+
+    return paths
+
+
 def _matches(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if tp is Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from openie.methods.gliner.pipeline import GLiNERExtractor, check_options
-from openie.methods.registry import MethodRegistration, register_method
+from openie.methods.registry import MethodRegistration, is_local_path, path_options, register_method
 from openie.tools.gliner import GLiNERToolError
 
 
@@ -28,7 +28,7 @@ class GLiNEROptions:
             check_options(dataclasses.asdict(self))
         except GLiNERToolError as err:
             raise ValueError(str(err).partition(": ")[2]) from None
-        if self.model.startswith(("./", "../", "/", "~")) and not Path(self.model).expanduser().exists():
+        if is_local_path(self.model) and not Path(self.model).expanduser().exists():
             raise ValueError(f"GLiNER checkpoint {self.model} does not exist")
 
 
@@ -38,17 +38,10 @@ def _weights(options: GLiNEROptions) -> dict[str, Any]:
     return {"gliner_weights": weights_fingerprint(options.model)}
 
 
-def _paths(options: dict[str, Any], fn) -> dict[str, Any]:
-    model = options.get("model")
-    if isinstance(model, str) and model.startswith(("./", "../", "/", "~")):
-        return {**options, "model": fn(model)}
-    return dict(options)
-
-
 REGISTRATION = register_method(MethodRegistration(
     "gliner", lambda context, options: GLiNERExtractor.from_options(context.schema, dataclasses.asdict(options)),
     options=GLiNEROptions, needs_engine=False, takes_demonstrations=False, tasks=("ner",), uses_template=False,
-    ray=False, model_option="model", fingerprint=_weights, paths=_paths,
+    ray=False, model_option="model", fingerprint=_weights, paths=path_options("model"),
     description="GLiNER span-type matching over the schema's entity types (no LLM, no prompt)"), builtin=True)
 
 __all__ = ["REGISTRATION", "GLiNEROptions"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openie.methods.registry import MethodContext, MethodRegistration, register_method
+from openie.methods.registry import MethodContext, MethodRegistration, is_local_path, path_options, register_method
 from openie.methods.spacy_ner.pipeline import (
     DEFAULT_PIPELINE,
     LABEL_MAPS,
@@ -32,7 +32,7 @@ class SpacyOptions:
             raise ValueError(f"label_map: unknown label map {self.label_map!r}; known: {sorted(LABEL_MAPS)} or a mapping")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.model.startswith(("./", "../", "/", "~")) and not Path(self.model).expanduser().exists():
+        if is_local_path(self.model) and not Path(self.model).expanduser().exists():
             raise ValueError(f"spaCy pipeline folder {self.model} does not exist")
 
 
@@ -50,16 +50,9 @@ def _fingerprint(options: SpacyOptions) -> dict[str, Any]:
     return {"spacy_pipeline": pipeline_fingerprint(load_pipeline(options.model))}
 
 
-def _paths(options: dict[str, Any], fn) -> dict[str, Any]:
-    model = options.get("model")
-    if isinstance(model, str) and model.startswith(("./", "../", "/", "~")):
-        return {**options, "model": fn(model)}
-    return dict(options)
-
-
 REGISTRATION = register_method(MethodRegistration(
     "spacy", _build, options=SpacyOptions, needs_engine=False, takes_demonstrations=False, tasks=("ner",),
-    uses_template=False, ray=False, model_option="model", fingerprint=_fingerprint, paths=_paths,
+    uses_template=False, ray=False, model_option="model", fingerprint=_fingerprint, paths=path_options("model"),
     description="an installed spaCy pipeline's entities, its types mapped onto the schema (off-the-shelf baseline)"),
     builtin=True)
 
