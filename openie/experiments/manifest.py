@@ -68,19 +68,29 @@ def folder_checksums(folder: str | Path) -> dict[str, str]:
     return out
 
 
+def _option_models(value: Any) -> set[str]:
+    """Every ``model`` named anywhere in a method's options (its own checkpoint, ensemble members')."""
+    if isinstance(value, Mapping):
+        found = {value["model"]} if isinstance(value.get("model"), str) else set()
+        return found.union(*(_option_models(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return set().union(*(_option_models(v) for v in value))
+    return set()
+
+
 def _models_of(config: Mapping[str, Any]) -> set[str]:
-    """Every model a cell's config names: the engine's, ensemble members', a method's own checkpoint."""
-    names: set[str] = set()
+    """Every model a cell's config names: the engine's when its method runs one, and those its options name."""
+    from openie.methods.registry import MethodError, get_method
+
     engine = config.get("engine") or {}
     method = config.get("method") or {}
-    options = method.get("options") or {}
-    if method.get("name") in (None, "icl", "el4ner", "dspy", "retrieveall", "baner") and engine.get("model"):
+    names = _option_models(method.get("options") or {})
+    try:
+        needs_engine = get_method(method.get("name") or "icl").needs_engine
+    except MethodError:
+        needs_engine = True
+    if needs_engine and engine.get("model"):
         names.add(str(engine["model"]))
-    for member in options.get("members") or []:
-        if isinstance(member, Mapping) and member.get("model"):
-            names.add(str(member["model"]))
-    if isinstance(options.get("model"), str):
-        names.add(options["model"])
     return names
 
 
