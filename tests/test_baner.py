@@ -258,6 +258,22 @@ def test_from_options_fits_prototypes_from_a_support_file(tiny_gliner_path, tmp_
                                                                         for e in pred.entities)
 
 
+def test_support_from_the_runs_pool_fits_prototypes_from_it(tiny_gliner_path, tmp_path):
+    """``support: pool`` takes the run's pool (each dataset's own train split in a grid); no pool: refused."""
+    from openie.methods.baner.method import REGISTRATION, BANEROptions
+    from openie.methods.registry import MethodContext
+    from openie.records import write_jsonl
+
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(RECORDS, pool)
+    engine = ScriptedEngine(lambda r: " <<< Alice >>>" if "person" in r.prompt else "")
+    options = BANEROptions(support="pool", k=1, typing_encoder=str(tiny_gliner_path))
+    extractor = REGISTRATION.build(MethodContext(SCHEMA, engine, "ner.baner.v1", default_pool=str(pool)), options)
+    assert extractor.typer is not None and sorted(extractor.typer.labels) == ["location", "person"]
+    with pytest.raises(BoundaryError, match="support: 'pool'.*has none"):
+        REGISTRATION.build(MethodContext(SCHEMA, engine, "ner.baner.v1"), options)
+
+
 def test_support_sampling_reaches_k_per_type_and_is_seeded():
     pool = RECORDS * 3
     support = sample_support(pool, ["person", "location"], 3, seed=1)

@@ -46,6 +46,18 @@ def test_manifest_hashes_each_weight_file_once_and_records_seeds_templates_dtype
     assert "## Reproducibility manifest" in text and "ner.ruie.v1@75151c28a8f0" in text
 
 
+def test_the_encoders_behind_retrieved_demonstrations_are_recorded(tmp_path):
+    from openie.experiments.manifest import _models_of
+
+    base = {"engine": {"backend": "hf", "model": "m"}, "method": {"name": "icl"}}
+    assert _models_of({**base, "demonstrations": {"strategy": "random", "k": 4}}) == {"m"}
+    assert _models_of({**base, "demonstrations": {"strategy": "dense", "k": 0}}) == {"m"}  # zero-shot: no encoder
+    assert _models_of({**base, "demonstrations": {"strategy": "dense", "k": 4}}) == {"m", "minilm"}
+    assert _models_of({**base, "demonstrations": {"strategy": "dense", "k": 4, "options": {"model": "e5"}}}) == {"m", "e5"}
+    rerank = {"strategy": "bm25", "k": 4, "rerank": str(tmp_path / "reward")}
+    assert _models_of({**base, "demonstrations": rerank}) == {"m", str(tmp_path / "reward")}
+
+
 def test_a_model_that_is_not_here_is_said_so(tmp_path):
     row = _cell(tmp_path / "exp", "a", Path("some-org/some-hub-model"), 0)
     entry = build_manifest([row])["models"]["some-org/some-hub-model"]

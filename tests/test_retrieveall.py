@@ -469,6 +469,26 @@ def test_experiment_end_to_end_on_a_tiny_model(shared_data, long_decoder, tmp_pa
     assert len(seen(tmp_path / "conll.jsonl")) == 3
 
 
+def test_a_shared_only_run_trains_only_the_shared_adapter(shared_data, long_decoder, tmp_path):
+    """Equal updates: a shared adapter of max_steps steps, no per-language adapter trained or asked for."""
+    from openie.methods.retrieveall.fit import (
+        RetrieveAllConfig,
+        RetrieveAllError,
+        run_retrieveall_experiment,
+        trained_adapters,
+    )
+
+    config = _write_config(tmp_path, long_decoder, modes=["shared"], **{"training.shared_max_steps": 2})
+    results = run_retrieveall_experiment(config, show_progress=False, log=lambda m: None)
+    assert set(results["stages"]["training"]) == {"shared"} and results["stages"]["training"]["shared"]["steps"] == 2
+    assert set(results["scores"]) == {"shared"}
+    cfg = RetrieveAllConfig.load(config)
+    paths, _, shared = trained_adapters(cfg, "shared")
+    assert set(paths) == {"tiny-shared"} and shared == "tiny-shared"
+    with pytest.raises(RetrieveAllError, match=r"mode 'routed' needs the adapter\(s\) \['en', 'de'\]"):
+        trained_adapters(cfg, "routed")
+
+
 @pytest.mark.parametrize("changes,key,message", [
     ({"modes": ["shared", "best"]}, "modes[1]", "unknown mode 'best'"),
     ({"data.languages": ["en", "fr"]}, "data.languages[1]", "no corpus for language 'fr'"),

@@ -27,6 +27,7 @@ def main(root: Path) -> None:
     print(f"{'dataset':<20} {'method':<24} {'F1 pre-verify':>13} {'bF1 pre':>8} {'dropped':>8} {'dropped gold':>12} "
           f"{'ties':>6} {'queries w/ spans':>16}")
     contributions: Counter = Counter()
+    verdicts: dict[str, Counter] = defaultdict(Counter)  # per row: spans judged / dropped, and how many were gold
     for name, cell in sorted(cells.items()):
         folder = root / name
         if not (folder / "predictions.jsonl").exists():
@@ -41,7 +42,13 @@ def main(root: Path) -> None:
             typed.append(Record(p["id"], p["text"], entities=sorted(ents)))
             ties += sum(t["tie"] for t in m["typing"])
             with_spans += bool(m["demonstrations"]["query_spans"])
+            label = cell.values.get("method", {}).get("label")
             for j in (m["verification"] or {}).get("judgements", []):
+                is_gold = (j["span"][0], j["span"][1], j["label"]) in g
+                verdicts[label]["judged"] += 1
+                verdicts[label]["judged gold"] += is_gold
+                verdicts[label]["dropped"] += not j["kept"]
+                verdicts[label]["dropped gold"] += is_gold and not j["kept"]
                 if not j["kept"]:
                     dropped += 1
                     dropped_gold += (j["span"][0], j["span"][1], j["label"]) in g
@@ -63,6 +70,11 @@ def main(root: Path) -> None:
     print("\nmean strict F1 before verification:")
     for label, by in before.items():
         print(f"  {label:<24} {sum(by.values()) / len(by):.3f}")
+    print("\nverification (all datasets): a verifier better than chance drops gold spans less often than they occur")
+    for label, v in sorted(verdicts.items()):
+        if v["judged"]:
+            print(f"  {label:<24} judged {v['judged']:4d} ({v['judged gold'] / v['judged']:.0%} gold)  dropped "
+                  f"{v['dropped']:4d} ({v['dropped gold'] / max(v['dropped'], 1):.0%} gold)")
     print("\nensemble stage-2 candidates (all datasets):")
     for member in sorted({k for k, _ in contributions}):
         c = {kind: contributions[(member, kind)] for kind in ("candidates", "gold", "only", "only gold")}

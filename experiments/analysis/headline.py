@@ -1,6 +1,8 @@
 """Figures of the headline comparison, read from its finished cells (no model calls).
 
-    python experiments/analysis/headline.py [experiments/results/headline]
+    python experiments/analysis/headline.py [RESULTS_DIR ...]
+        # default: experiments/results/headline and experiments/results/headline_trained (rows that
+        # need trained adapters, run by headline_trained.yaml on the same sample)
 
 Per row (the grid's ``row`` label): strict P / R / F1 micro-averaged over every sampled sentence of
 the seven datasets, the mean of the per-dataset F1, a 95% bootstrap interval over sentences
@@ -26,7 +28,9 @@ PAIRS = [("qwen-random", "gemma-random"), ("qwen-dense", "gemma-dense"), ("qwen-
          ("gemma-dense", "gemma-random"), ("qwen-dense", "qwen-random"), ("qwen-random", "qwen-zero"),
          ("gemma-random", "gemma-zero"), ("dspy-knn", "dspy-predict"), ("dspy-predict", "qwen-zero"),
          ("el4ner-3", "qwen-random"), ("el4ner-3", "qwen-dense"), ("el4ner-3", "gemma-dense"), ("qwen-dense", "spacy"),
-         ("dspy-agent", "dspy-predict"), ("dspy-knn", "qwen-random")]
+         ("dspy-agent", "dspy-predict"), ("dspy-knn", "qwen-random"), ("baner", "gemma-dense"),
+         ("baner", "gemma-random"), ("baner", "spacy"), ("gemma-ruie", "gemma-dense"), ("gemma-ruie", "gemma-random"),
+         ("qwen-ruie", "qwen-dense"), ("qwen-ruie", "qwen-random")]
 RESAMPLES = 1000
 
 
@@ -40,11 +44,11 @@ def _f1(tp: int, npred: int, ngold: int) -> float:
     return 2 * tp / (npred + ngold) if npred + ngold else 0.0
 
 
-def collect(root: Path) -> tuple[dict[str, dict], list[str]]:
+def collect(roots: list[Path]) -> tuple[dict[str, dict], list[str]]:
     rows: dict[str, dict] = defaultdict(lambda: {"per_sentence": {}, "datasets": {}, "seconds": 0.0, "start": 0.0,
                                                  "problems": 0, "incomplete": 0, "records": 0})
     order: list[str] = []
-    for folder in sorted(root.iterdir()):
+    for folder in sorted(f for root in roots if root.is_dir() for f in root.iterdir()):
         metrics_path = folder / "metrics.json"
         if not metrics_path.exists():
             continue
@@ -71,7 +75,7 @@ def collect(root: Path) -> tuple[dict[str, dict], list[str]]:
         else:  # committed cells keep metrics only: micro counts from P and R
             tp = round(summary["precision"] * summary["predicted"])
             row["per_sentence"][f"{cfg.dataset}/*"] = (tp, summary["predicted"], summary["gold"])
-    config_order = [r["label"] for r in _grid_rows(root)]
+    config_order = [r["label"] for root in roots for r in _grid_rows(root)]
     order.sort(key=lambda lab: config_order.index(lab) if lab in config_order else len(config_order))
     return rows, order
 
@@ -119,8 +123,9 @@ def bootstrap(rows: dict[str, dict], order: list[str]) -> tuple[dict[str, tuple[
     return intervals, paired
 
 
-def main(root: Path) -> None:
-    rows, order = collect(root)
+def main(roots: list[Path]) -> None:
+    root = roots[0]
+    rows, order = collect(roots)
     intervals, paired = bootstrap(rows, order)
     datasets = sorted({d for r in rows.values() for d in r["datasets"]})
     figures = {}
@@ -182,4 +187,5 @@ def _plot(figures: dict[str, dict], order: list[str], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "experiments/results/headline"))
+    main([Path(a) for a in sys.argv[1:]] or [Path("experiments/results/headline"),
+                                            Path("experiments/results/headline_trained")])

@@ -91,6 +91,30 @@ def _models_of(config: Mapping[str, Any]) -> set[str]:
         needs_engine = True
     if needs_engine and engine.get("model"):
         names.add(str(engine["model"]))
+    return names | _demonstration_models(config.get("demonstrations") or {})
+
+
+def _demonstration_models(demos: Mapping[str, Any]) -> set[str]:
+    """The encoders and trained folders behind a cell's demonstrations: a retriever's ``model``
+    (its class default when the options name none), the reranker, a RUIE or saved retriever folder."""
+    import inspect
+
+    import retrievers
+
+    strategy = demos.get("strategy") or "random"
+    if not demos.get("k") or strategy == "none":
+        return set()
+    names: set[str] = set()
+    options = demos.get("options") or {}
+    factory = retrievers.RETRIEVERS.get(strategy)
+    if factory is not None:
+        default = inspect.signature(factory.__init__).parameters.get("model")
+        model = options.get("model", default.default if default is not None else None)
+        if isinstance(model, str):
+            names.add(model)
+    for key in ("rerank", "path"):
+        if isinstance(demos.get(key), str):
+            names.add(str(demos[key]))
     return names
 
 

@@ -7,14 +7,16 @@ One YAML config, one work folder, resumable at every stage (a finished stage is 
 2. **Episodes**: per target domain, K and seed, a greedy K-shot support set from the domain's
    train split and a seeded sample of its dev split.
 3. **LoRAHub** per episode: the contrastive source adapters merged with weights searched on the
-   support set's loss, saved and registered.
+   support set's loss, saved and registered; the ``lora_contrastive_uniform`` row merges them once
+   with fixed equal weights (LoRAHub's starting point), which separates the merge from the search.
 4. **Cells**: each row detects spans on the episode's dev sample (one constrained prompt per
    type, one engine call) and types them by the nearest support prototype. Boundary F1 (spans
    only) and typed F1 per cell, written to ``cells/`` as it finishes; ``results.json`` (config
    included) and ``report.md`` at the end.
 
 Rows: ``lora`` (plain SFT), ``lora_contrastive`` (+ boundary contrastive loss),
-``lora_contrastive_lorahub`` (+ LoRAHub on the support set).
+``lora_contrastive_uniform`` (+ the sources merged with equal weights, no search),
+``lora_contrastive_lorahub`` (+ LoRAHub weights searched on the support set).
 """
 
 from __future__ import annotations
@@ -42,14 +44,18 @@ from openie.methods.baner.pipeline import (
     lorahub_pairs,
     lorahub_search,
     sample_support,
+    save_merged_adapter,
     span_detection_pairs,
 )
 from openie.metrics import entity_scores
 from openie.records import Record
 
-ROWS = ("lora", "lora_contrastive", "lora_contrastive_lorahub")
+ROWS = ("lora", "lora_contrastive", "lora_contrastive_uniform", "lora_contrastive_lorahub")
 ROW_TITLES = {"lora": "LoRA SFT", "lora_contrastive": "+ boundary contrastive loss",
+              "lora_contrastive_uniform": "+ contrastive + uniform merge",
               "lora_contrastive_lorahub": "+ contrastive + LoRAHub"}
+MERGE_ROWS = ("lora_contrastive_uniform", "lora_contrastive_lorahub")  # rows that merge every source
+UNIFORM_ADAPTER = "uniform-merge"
 
 
 class BANERConfigError(OpenIEError, ValueError):
@@ -134,9 +140,9 @@ def source_adapters(cfg: BANERConfig) -> dict[str, tuple[str, bool]]:
     wanted: dict[str, tuple[str, bool]] = {}
     if "lora" in cfg.rows:
         wanted[f"plain-{cfg.main_source}"] = (cfg.main_source, False)
-    if "lora_contrastive" in cfg.rows or "lora_contrastive_lorahub" in cfg.rows:
+    if "lora_contrastive" in cfg.rows or set(MERGE_ROWS) & set(cfg.rows):
         wanted[f"contrastive-{cfg.main_source}"] = (cfg.main_source, True)
-    if "lora_contrastive_lorahub" in cfg.rows:
+    if set(MERGE_ROWS) & set(cfg.rows):
         for source in cfg.sources:
             wanted[f"contrastive-{source}"] = (source, True)
     return wanted
@@ -201,7 +207,7 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
     training = train_sources(cfg, progress=progress)
     registry = AdapterRegistry(work / "registry")
     hub_sources = [training[f"contrastive-{s}"]["path"] for s in cfg.sources] \
-        if "lora_contrastive_lorahub" in cfg.rows else []
+        if set(MERGE_ROWS) & set(cfg.rows) else []
 
     episodes = {}
     for domain in cfg.domains:
@@ -215,7 +221,16 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
                 episodes[episode_key(domain, k, seed)] = (domain, k, seed, schema, support, dev)
 
     hubs: dict[str, dict[str, Any]] = {}
-    if hub_sources:
+    uniform: dict[str, Any] = {}
+    if "lora_contrastive_uniform" in cfg.rows:
+        out = work / "uniform" / settings_hash(cfg, *_ADAPTER_KEYS)
+        weights = [1.0 / len(hub_sources)] * len(hub_sources)
+        if not (out / "adapter_model.safetensors").is_file():
+            save_merged_adapter(hub_sources, weights, out)
+            registry.register(out, UNIFORM_ADAPTER, base_model=str(cfg.base_model), task="ner",
+                              training={"uniform_merge": {"sources": hub_sources, "weights": weights}}, overwrite=True)
+        uniform = {"path": str(out), "sources": list(cfg.sources), "weights": weights}
+    if hub_sources and "lora_contrastive_lorahub" in cfg.rows:
         for key, (_domain, _k, seed, schema, support, _) in episodes.items():
             out = work / "lorahub" / f"{key}-{settings_hash(cfg, *_ADAPTER_KEYS, 'lorahub')}"
             meta = out / "openie_lorahub.json"
@@ -230,6 +245,8 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
 
     adapters = {name: info["path"] for name, info in training.items()}
     adapters.update({f"lorahub-{key}": hub["path"] for key, hub in hubs.items()})
+    if uniform:
+        adapters[UNIFORM_ADAPTER] = uniform["path"]
     engine_options = dict(cfg.engine)
     backend = engine_options.pop("backend", "vllm")
     engine = None
@@ -248,7 +265,7 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
                 engine = create_engine(backend, cfg.base_model, adapters=adapters, **engine_options)
                 encoder = load_span_encoder(cfg.typing_encoder, model=cfg.base_model, layer=cfg.typing_layer)
             adapter = {"lora": f"plain-{cfg.main_source}", "lora_contrastive": f"contrastive-{cfg.main_source}",
-                       "lora_contrastive_lorahub": f"lorahub-{key}"}[row]
+                       "lora_contrastive_uniform": UNIFORM_ADAPTER, "lora_contrastive_lorahub": f"lorahub-{key}"}[row]
             t0 = time.perf_counter()
             extractor = BANERExtractor(engine, schema, adapter=adapter, descriptions=cfg.descriptions)
             reuse = (row, domain) if row != "lora_contrastive_lorahub" else None  # detection ignores K there
@@ -272,7 +289,7 @@ def run_baner_experiment(config_path: str | Path, *, progress: bool = True) -> d
     bar.close()
     cells = [json.loads(p.read_text()) for p in sorted((work / "cells").glob(f"*-{cell_hash}.json"))]
     cells = [c for c in cells if c["row"] in cfg.rows and episode_key(c["domain"], c["k"], c["seed"]) in episodes]
-    results = {"config": asdict(cfg), "training": training, "lorahub": hubs, "cells": cells,
+    results = {"config": asdict(cfg), "training": training, "uniform_merge": uniform, "lorahub": hubs, "cells": cells,
                "seconds": round(time.perf_counter() - started, 1)}
     out_dir = work.parent
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -312,6 +329,11 @@ def render_report(results: dict[str, Any], config_path: str | Path) -> str:
     for name, t in results["training"].items():
         lines.append(f"| {name} | {t['source']} | {t['contrastive']} | {t['pairs']} | {t['steps']} | "
                      f"{t['final_loss']:.4f} | {t['seconds']} |")
+    if results.get("uniform_merge"):
+        u = results["uniform_merge"]
+        lines += ["", f"Uniform merge (row {ROW_TITLES['lora_contrastive_uniform']!r}): "
+                  + ", ".join(f"{s} {w:.4f}" for s, w in zip(u["sources"], u["weights"], strict=True))
+                  + "; the same adapter in every episode."]
     if results["lorahub"]:
         lines += ["", "## LoRAHub weights (sources: " + ", ".join(cfg["sources"]) + ")", "",
                   "| episode | weights | support loss | uniform-weights loss | evaluations |", "|---|---|---:|---:|---:|"]
@@ -320,5 +342,5 @@ def render_report(results: dict[str, Any], config_path: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ROWS", "BANERConfig", "BANERConfigError", "render_report", "run_baner_experiment", "source_adapters",
+__all__ = ["MERGE_ROWS", "ROWS", "UNIFORM_ADAPTER", "BANERConfig", "BANERConfigError", "render_report", "run_baner_experiment", "source_adapters",
            "train_sources"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from openie.methods.baner.pipeline import TEMPLATE, BANERExtractor
+from openie.methods.baner.pipeline import TEMPLATE, BANERExtractor, BoundaryError
 from openie.methods.registry import MethodContext, MethodRegistration, register_method
+
+SUPPORT_FROM_POOL = "pool"  # the support set comes from the run's pool: each dataset's own train split in a grid
 
 
 @dataclass
@@ -15,7 +17,7 @@ class BANEROptions:
 
     descriptions: bool = False
     constrained: bool = True
-    support: str | None = None  # records file or NAME:SPLIT: a K-shot support set for prototype typing
+    support: str | None = None  # records file, NAME:SPLIT or "pool" (the run's pool): a K-shot support set for prototypes
     k: int = 5
     seed: int = 0
     typing_encoder: str = "llm"  # llm (the run's model at typing_layer) or a GLiNER checkpoint
@@ -24,7 +26,14 @@ class BANEROptions:
 
 
 def _build(context: MethodContext, options: BANEROptions) -> BANERExtractor:
-    return BANERExtractor.from_options(context.engine, context.schema, asdict(options), adapter=context.adapter,
+    chosen = asdict(options)
+    if options.support == SUPPORT_FROM_POOL:
+        if not context.default_pool:
+            raise BoundaryError("method option support: 'pool' samples the support set from the run's "
+                                "demonstration pool (the dataset's train split), and this run has none: "
+                                "name a records file or NAME:SPLIT")
+        chosen["support"] = context.default_pool
+    return BANERExtractor.from_options(context.engine, context.schema, chosen, adapter=context.adapter,
                                        model=context.model or "gemma-3-270m", data_root=context.data_root,
                                        template=context.template)
 

@@ -440,6 +440,18 @@ def lorahub_merge(sources: Sequence[str | Path], weights: Sequence[float]) -> di
     return {k: sum(float(w) * t[k].float() for w, t in zip(weights, tensors, strict=True)) for k in sorted(keys)}
 
 
+def save_merged_adapter(sources: Sequence[str | Path], weights: Sequence[float], output_dir: str | Path) -> Path:
+    """Write :func:`lorahub_merge` of ``sources`` as a peft adapter folder (the first source's config)."""
+    from safetensors.torch import save_file
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in lorahub_merge(sources, weights).items()},
+              str(output_dir / "adapter_model.safetensors"))
+    (output_dir / "adapter_config.json").write_text((Path(sources[0]) / "adapter_config.json").read_text())
+    return output_dir
+
+
 @dataclass
 class LoRAHubResult:
     path: Path
@@ -460,7 +472,6 @@ def lorahub_search(base_model: str | Path, sources: Sequence[str | Path], pairs:
     """
     import torch
     from peft import PeftModel
-    from safetensors.torch import save_file
     from scipy.optimize import minimize
 
     from openie.adapters.registry import AdapterRegistry
@@ -502,11 +513,7 @@ def lorahub_search(base_model: str | Path, sources: Sequence[str | Path], pairs:
     bar.close()
     best = min(history, key=lambda h: h["loss"] + l1 * sum(abs(x) for x in h["weights"]))
     weights = best["weights"]
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in lorahub_merge(sources, weights).items()},
-              str(output_dir / "adapter_model.safetensors"))
-    (output_dir / "adapter_config.json").write_text((Path(sources[0]) / "adapter_config.json").read_text())
+    output_dir = save_merged_adapter(sources, weights, output_dir)
     meta = {"sources": [str(p) for p in sources], "weights": weights, "loss": best["loss"], "uniform_loss": uniform,
             "budget": budget, "l1": l1, "bounds": bounds, "n_pairs": len(pairs), "evaluations": len(history),
             "scipy_message": str(found.message)}
@@ -523,4 +530,5 @@ def lorahub_search(base_model: str | Path, sources: Sequence[str | Path], pairs:
 __all__ = ["NEGATIVE_OFFSETS", "OPTIONS", "TEMPLATE", "BANERExtractor", "BoundaryContrastiveLoss", "BoundaryError",
            "BoundaryPositions", "LLMSpanEncoder", "LoRAHubResult", "PrototypeTyper", "SpanEncoder",
            "boundary_contrastive_loss", "boundary_positions", "default_contrastive_layer", "lorahub_merge",
-           "load_span_encoder", "lorahub_pairs", "lorahub_search", "prompt_schema", "sample_support", "span_detection_pairs"]
+           "load_span_encoder", "lorahub_pairs", "lorahub_search", "prompt_schema", "sample_support",
+           "save_merged_adapter", "span_detection_pairs"]

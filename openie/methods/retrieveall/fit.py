@@ -146,6 +146,11 @@ class RetrieveAllConfig:
         return "shared" in self.modes or self.routing.fallback == SHARED
 
     @property
+    def needs_languages(self) -> bool:
+        """Whether any mode uses the per-language adapters (a shared-only run trains none of them)."""
+        return bool({"routed", "oracle"} & set(self.modes)) or self.routing.fallback not in (None, SHARED)
+
+    @property
     def representation_model(self) -> str:
         r = self.representation
         return r.model or (self.base_model if r.kind == "llm" else "minilm")
@@ -437,7 +442,7 @@ def run_retrieveall_experiment(config: str | Path | RetrieveAllConfig, *, modes:
     train_key = _key(aug_key, cfg.base_model, asdict(cfg.training), langs)
     adapters_dir = work / "adapters" / train_key
     registry = AdapterRegistry(work / "registry")
-    wanted = [*langs, *([SHARED] if cfg.needs_shared else [])]
+    wanted = [*(langs if cfg.needs_languages else []), *([SHARED] if cfg.needs_shared else [])]
     trained = res.stages.setdefault("training", {})
     union = [p for lang in langs for p in pairs[lang]]
 
@@ -466,7 +471,8 @@ def run_retrieveall_experiment(config: str | Path | RetrieveAllConfig, *, modes:
         from openie.methods.retrieveall.pipeline import train_language_adapters
 
         train_language_adapters(cfg.base_model, train_language_pairs, adapters_dir, registry, config=cfg.training,
-                                shared=cfg.needs_shared, prefix=cfg.adapter_prefix, skip=done,
+                                shared=cfg.needs_shared, prefix=cfg.adapter_prefix,
+                                skip=done | ({*langs} - set(wanted)),
                                 progress=show_progress, on_trained=record_training)
     adapter_paths = {trained[k]["name"]: trained[k]["path"] for k in wanted}
     lang_adapters = {lang: adapter_name(cfg.adapter_prefix, lang) for lang in langs}
@@ -549,19 +555,23 @@ def run_retrieveall_experiment(config: str | Path | RetrieveAllConfig, *, modes:
     return res.data
 
 
-def trained_adapters(cfg: RetrieveAllConfig) -> tuple[dict[str, str], dict[str, str], str | None]:
-    """(adapter name -> folder, language -> adapter name, shared adapter name) of a finished run."""
+def trained_adapters(cfg: RetrieveAllConfig, mode: str = "routed"
+                     ) -> tuple[dict[str, str], dict[str, str], str | None]:
+    """(adapter name -> folder, language -> adapter name, shared adapter name) of a finished run;
+    refuses when an adapter that ``mode`` sends requests to was not trained."""
     results = Path(cfg.output) / "results.json"
     trained = json.loads(results.read_text(encoding="utf-8")).get("stages", {}).get("training", {}) \
         if results.is_file() else {}
     langs = list(cfg.data.languages)
-    missing = [k for k in langs if k not in trained]
+    needed = [SHARED] if mode == "shared" else \
+        [*langs, *([SHARED] if mode == "routed" and cfg.routing.fallback == SHARED else [])]
+    missing = [k for k in needed if k not in trained]
     if missing:
-        raise RetrieveAllError(f"{cfg.config_file}: no trained adapter for {missing} under {cfg.output}; "
-                               "run openie retrieveall experiment first")
+        raise RetrieveAllError(f"{cfg.config_file}: mode {mode!r} needs the adapter(s) {missing}, not trained under "
+                               f"{cfg.output}; run openie retrieveall experiment first (with that mode in modes)")
     paths = {trained[k]["name"]: trained[k]["path"] for k in [*langs, SHARED] if k in trained}
     shared = trained[SHARED]["name"] if SHARED in trained else None
-    return paths, {lang: trained[lang]["name"] for lang in langs}, shared
+    return paths, {lang: adapter_name(cfg.adapter_prefix, lang) for lang in langs}, shared
 
 
 def build_extractor(config: str | Path | RetrieveAllConfig, engine: Any, mode: str = "routed", *,
@@ -571,7 +581,7 @@ def build_extractor(config: str | Path | RetrieveAllConfig, engine: Any, mode: s
     from prompts.builder import PromptBuilder
 
     cfg = config if isinstance(config, RetrieveAllConfig) else RetrieveAllConfig.load(config)
-    _, lang_adapters, shared = trained_adapters(cfg)
+    _, lang_adapters, shared = trained_adapters(cfg, mode)
     langs = list(cfg.data.languages)
     data = language_data(langs, corpora=cfg.corpora, n_train=cfg.data.n_train, n_dev=cfg.data.n_dev,
                          heldout_fraction=cfg.data.heldout_fraction, seed=cfg.data.seed, data_root=cfg.data.data_root)

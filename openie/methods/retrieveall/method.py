@@ -27,7 +27,7 @@ class RetrieveAllOptions:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         _config(self.config)  # a missing file, a bad config or an unfinished run fails here, before any work
-        _adapters(self.config)
+        _adapters(self.config, self.mode)
 
 
 @functools.lru_cache(maxsize=8)
@@ -38,10 +38,10 @@ def _config(path: str) -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def _adapters(path: str) -> dict[str, str]:
+def _adapters(path: str, mode: str) -> dict[str, str]:
     from openie.methods.retrieveall.fit import trained_adapters
 
-    return trained_adapters(_config(path))[0]
+    return trained_adapters(_config(path), mode)[0]
 
 
 def _build(context: MethodContext, options: RetrieveAllOptions) -> RetrieveAllExtractor:
@@ -66,7 +66,7 @@ def _fit(config: Path, log) -> Path:
 REGISTRATION = register_method(MethodRegistration(
     "retrieveall", _build, fit=_fit, options=RetrieveAllOptions, takes_demonstrations=False, tasks=("ner",), ray=False,
     template=lambda options: _config(options.config).inference.template, picks_adapter=True,
-    engine_adapters=lambda options: _adapters(options.config), record=_record,
+    engine_adapters=lambda options: _adapters(options.config, options.mode), record=_record,
     paths=lambda options, fn: {**options, **({"config": fn(options["config"])} if options.get("config") else {})},
     description="RetrieveAll: per-language LoRA adapters with input-aware routing (a finished run's config)"),
     builtin=True)
