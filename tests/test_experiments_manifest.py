@@ -58,6 +58,17 @@ def test_the_encoders_behind_retrieved_demonstrations_are_recorded(tmp_path):
     assert _models_of({**base, "demonstrations": rerank}) == {"m", str(tmp_path / "reward")}
 
 
+def test_adapters_and_paths_relative_to_the_cell_folder_are_found(tmp_path):
+    """A cell's config.yaml names folders relative to itself; the manifest hashes what they point at."""
+    adapter = tmp_path / "exp" / "adapters" / "det"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    row = _cell(tmp_path / "exp", "a", Path("gemma-3-270m"), 0)
+    row.config["engine"]["adapters"] = {"det": "../adapters/det"}
+    entry = build_manifest([row])["models"][str(adapter.resolve())]
+    assert entry["files_sha256"] == {"adapter_model.safetensors": hashlib.sha256(b"lora").hexdigest()}
+
+
 def test_a_model_that_is_not_here_is_said_so(tmp_path):
     row = _cell(tmp_path / "exp", "a", Path("some-org/some-hub-model"), 0)
     entry = build_manifest([row])["models"]["some-org/some-hub-model"]

@@ -91,7 +91,25 @@ def _models_of(config: Mapping[str, Any]) -> set[str]:
         needs_engine = True
     if needs_engine and engine.get("model"):
         names.add(str(engine["model"]))
+    if needs_engine:
+        names |= {str(v) for v in (engine.get("adapters") or {}).values() if isinstance(v, str)}
     return names | _demonstration_models(config.get("demonstrations") or {})
+
+
+def _resolved(name: str, cell_dir: Path) -> str:
+    """A path a cell's config names relative to its own folder, as the working directory sees it
+    (absolute outside it); model names as they are."""
+    import os
+
+    from openie.models import DEFAULT_MODELS
+
+    if name in DEFAULT_MODELS or Path(name).is_absolute():
+        return name
+    candidate = cell_dir / name
+    if not candidate.exists():
+        return name
+    rel = os.path.relpath(candidate.resolve())
+    return str(candidate.resolve()) if rel.startswith("..") else rel
 
 
 def _demonstration_models(demos: Mapping[str, Any]) -> set[str]:
@@ -184,7 +202,7 @@ def build_manifest(cells: Sequence[Any]) -> dict[str, Any]:
         dtypes[cell.name] = metrics.get("dtype")
         if metrics.get("hardware"):
             hardware.add(metrics["hardware"])
-        models |= _models_of(cfg)
+        models |= {_resolved(name, Path(cell.path)) for name in _models_of(cfg)}
     flags = sorted(cpu_flags() & {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"})
     return {
         "written_on": {"cpu": cpu_model(), "flags": flags, "python": sys.version.split()[0],
