@@ -469,6 +469,19 @@ def test_experiment_end_to_end_on_a_tiny_model(shared_data, long_decoder, tmp_pa
     assert len(seen(tmp_path / "conll.jsonl")) == 3
 
 
+def test_each_mode_asks_for_the_adapters_it_sends_requests_to(tmp_path):
+    from openie.methods.retrieveall.fit import RetrieveAllConfig
+
+    cfg = RetrieveAllConfig.load(_write_config(tmp_path, tmp_path))  # en, de; fallback shared
+    assert cfg.adapter_keys(["shared"]) == ["shared"]
+    assert cfg.adapter_keys(["oracle"]) == ["en", "de"]  # a fallback only matters when routing
+    assert cfg.adapter_keys(["routed"]) == ["en", "de", "shared"]
+    assert cfg.adapter_keys() == ["en", "de", "shared"] and cfg.needs_shared
+    no_fallback = RetrieveAllConfig.load(_write_config(tmp_path, tmp_path, modes=["routed", "oracle"],
+                                                       **{"routing.fallback": None}))
+    assert no_fallback.adapter_keys() == ["en", "de"] and not no_fallback.needs_shared
+
+
 def test_a_shared_only_run_trains_only_the_shared_adapter(shared_data, long_decoder, tmp_path):
     """Equal updates: a shared adapter of max_steps steps, no per-language adapter trained or asked for."""
     from openie.methods.retrieveall.fit import (

@@ -51,7 +51,7 @@ def main(root: Path) -> None:
                 verdicts[label]["dropped gold"] += is_gold and not j["kept"]
                 if not j["kept"]:
                     dropped += 1
-                    dropped_gold += (j["span"][0], j["span"][1], j["label"]) in g
+                    dropped_gold += is_gold
             if len(m["candidates"]) > 1 and cell.values.get("method", {}).get("label") == "ensemble-no-verify":
                 spans = {k: {(s[0], s[1]) for s in v} for k, v in m["candidates"].items()}
                 bounds = {(s, e) for s, e, _ in g}

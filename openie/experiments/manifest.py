@@ -89,10 +89,9 @@ def _models_of(config: Mapping[str, Any]) -> set[str]:
         needs_engine = get_method(method.get("name") or "icl").needs_engine
     except MethodError:
         needs_engine = True
-    if needs_engine and engine.get("model"):
-        names.add(str(engine["model"]))
     if needs_engine:
-        names |= {str(v) for v in (engine.get("adapters") or {}).values() if isinstance(v, str)}
+        names |= {str(v) for v in [engine.get("model"), *(engine.get("adapters") or {}).values()]
+                  if isinstance(v, str) and v}
     return names | _demonstration_models(config.get("demonstrations") or {})
 
 

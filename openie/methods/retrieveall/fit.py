@@ -141,14 +141,19 @@ class RetrieveAllConfig:
     def corpora(self) -> dict[str, str]:
         return {**LANGUAGE_CORPORA, **self.data.corpora}
 
-    @property
-    def needs_shared(self) -> bool:
-        return "shared" in self.modes or self.routing.fallback == SHARED
+    def adapter_keys(self, modes: Sequence[str] | None = None) -> list[str]:
+        """The adapters (languages, ``shared``) that ``modes`` (default: the config's) send requests to:
+        what a run trains and what a finished run must hold."""
+        langs = list(self.data.languages)
+        keys: list[str] = []
+        for mode in modes if modes is not None else self.modes:
+            keys += [SHARED] if mode == "shared" else \
+                [*langs, *([SHARED] if mode == "routed" and self.routing.fallback == SHARED else [])]
+        return [k for k in [*langs, SHARED] if k in keys]
 
     @property
-    def needs_languages(self) -> bool:
-        """Whether any mode uses the per-language adapters (a shared-only run trains none of them)."""
-        return bool({"routed", "oracle"} & set(self.modes)) or self.routing.fallback not in (None, SHARED)
+    def needs_shared(self) -> bool:
+        return SHARED in self.adapter_keys()
 
     @property
     def representation_model(self) -> str:
@@ -442,7 +447,7 @@ def run_retrieveall_experiment(config: str | Path | RetrieveAllConfig, *, modes:
     train_key = _key(aug_key, cfg.base_model, asdict(cfg.training), langs)
     adapters_dir = work / "adapters" / train_key
     registry = AdapterRegistry(work / "registry")
-    wanted = [*(langs if cfg.needs_languages else []), *([SHARED] if cfg.needs_shared else [])]
+    wanted = cfg.adapter_keys()
     trained = res.stages.setdefault("training", {})
     union = [p for lang in langs for p in pairs[lang]]
 
@@ -563,9 +568,7 @@ def trained_adapters(cfg: RetrieveAllConfig, mode: str = "routed"
     trained = json.loads(results.read_text(encoding="utf-8")).get("stages", {}).get("training", {}) \
         if results.is_file() else {}
     langs = list(cfg.data.languages)
-    needed = [SHARED] if mode == "shared" else \
-        [*langs, *([SHARED] if mode == "routed" and cfg.routing.fallback == SHARED else [])]
-    missing = [k for k in needed if k not in trained]
+    missing = [k for k in cfg.adapter_keys([mode]) if k not in trained]
     if missing:
         raise RetrieveAllError(f"{cfg.config_file}: mode {mode!r} needs the adapter(s) {missing}, not trained under "
                                f"{cfg.output}; run openie retrieveall experiment first (with that mode in modes)")
